@@ -1,0 +1,39 @@
+"""What a rule sees of one file: its tree, its imports and the shared analyses, each built once."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from lint.names import ImportMap
+
+if TYPE_CHECKING:
+    from lint.config import Settings
+    from lint.keras_models import KerasModels
+
+
+class FileContext:
+    def __init__(self, path: str, module: cst.Module, settings: "Settings") -> None:
+        self.path = path
+        self.module = module
+        self.settings = settings
+
+    @property
+    def target(self):
+        return self.settings.target_keras
+
+    @cached_property
+    def imports(self) -> ImportMap:
+        return ImportMap(self.module)
+
+    @cached_property
+    def keras_models(self) -> "KerasModels":
+        from lint.keras_models import KerasModels
+
+        return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models)
+
+    def code(self, node: cst.CSTNode) -> str:
+        """The source text of a node, for messages."""
+        return self.module.code_for_node(node).strip()

@@ -1,0 +1,317 @@
+"""The engine: find files, skip those no rule can match, check the rest in isolated workers.
+
+``check_source`` is the whole check of one text (parse, rules, suppressions, fixes); it is
+pure and runs in a worker. ``lint_paths`` does discovery, the text prefilter, the worker pool
+and writing fixes back.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from lint.config import Settings
+from lint.documents import DocumentError, load, write_atomically
+from lint.rule import Rule, Violation, all_rules, select_rules
+from lint.suppress import is_suppressed
+from lint.workers import Crash, run_isolated
+
+SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
+MAX_FIX_PASSES = 4
+
+
+@dataclass
+class Finding:
+    path: str
+    line: int
+    column: int  # 1-based, as editors and ruff count
+    end_line: int
+    end_column: int
+    code: str
+    severity: str
+    message: str
+    fixable: bool
+    cell: int | None = None  # notebook code cell index (0-based)
+    raw_line: int | None = None  # line in the raw .ipynb file
+
+
+@dataclass
+class FileError:
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+@dataclass
+class SourceResult:
+    """What a worker returns for one text."""
+
+    violations: list[tuple[int, int, int, int, str, str, bool]] = field(default_factory=list)
+    error: tuple[str, int | None, int | None] | None = None
+    fixed_source: str | None = None
+    fixes_applied: int = 0
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    files_seen: int = 0
+    files_parsed: int = 0
+    fixes_applied: int = 0
+    diffs: list[str] = field(default_factory=list)
+
+
+# -- one text ------------------------------------------------------------------------------
+
+
+def check_source(path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool) -> SourceResult:
+    """Check one Python text with the rules named by ``codes``; with ``fix``, also fix it."""
+    import libcst as cst
+
+    error = _syntax_error(path, source)
+    if error is not None:
+        return SourceResult(error=error)
+    rules = [r() for r in all_rules() if r.code in codes]
+    lines = source.splitlines()
+    module = cst.parse_module(source)
+    applied = 0
+    found = _violations(path, module, settings, rules, lines)
+    # Fix, then check again: a fix may uncover or settle another finding (ruff's loop).
+    for _ in range(MAX_FIX_PASSES if fix else 0):
+        fixes = [v.fix for _, v, _ in found if v.fix is not None]
+        if not fixes:
+            break
+        fixed_code, count = _apply(module, fixes)
+        if count == 0 or fixed_code == module.code:
+            break
+        try:
+            ast.parse(fixed_code)
+            fixed_module = cst.parse_module(fixed_code)
+        except (cst.ParserSyntaxError, SyntaxError):  # a fix must never break a file: keep the last good text
+            break
+        module = fixed_module
+        applied += count
+        lines = module.code.splitlines()
+        found = _violations(path, module, settings, rules, lines)
+    result = SourceResult(fixes_applied=applied, fixed_source=module.code if applied else None)
+    for rule, violation, span in found:
+        start, end = span
+        result.violations.append(
+            (start.line, start.column + 1, end.line, end.column + 1, rule.code, violation.message, violation.fix is not None)
+        )
+    return result
+
+
+def _syntax_error(path: str, source: str):
+    """Python's own parser first: ten times faster than libcst, exact messages, and it refuses
+    the deeply nested input that can crash libcst."""
+    try:
+        ast.parse(source, filename=path)
+    except SyntaxError as exc:
+        return (f"syntax error: {exc.msg}", exc.lineno, exc.offset)
+    except (RecursionError, MemoryError):
+        return ("too deeply nested for the parser (an expression or block nested thousands deep); exclude the file", None, None)
+    except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
+        return (f"cannot parse: {exc}", None, None)
+    return None
+
+
+def _violations(path, module, settings, rules: list[Rule], lines):
+    """(rule, violation, (start, end)) for every unsuppressed violation, in source order."""
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    from lint.context import FileContext
+
+    ctx = FileContext(path, module, settings)
+    raw = [(rule, v) for rule in rules for v in rule.check(ctx)]
+    if not raw:
+        return []
+    # Positions cost a full code-generation pass, so they are computed only when needed.
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    found = []
+    for rule, violation in raw:
+        span = positions[violation.node]
+        if not is_suppressed(lines, rule.code, span.start.line, span.end.line):
+            found.append((rule, violation, (span.start, span.end)))
+    found.sort(key=lambda item: (item[2][0].line, item[2][0].column, item[0].code))
+    return found
+
+
+def _apply(module, fixes) -> tuple[str, int]:
+    """Apply every fix whose node is untouched by another fix in this pass (the rest wait a pass)."""
+    import libcst as cst
+
+    replacements = {}
+    for fix in fixes:
+        for key, value in fix.replacements.items():
+            replacements.setdefault(key, value)
+    applied = 0
+
+    class _Replace(cst.CSTTransformer):
+        def on_leave(self, original, updated):
+            nonlocal applied
+            entry = replacements.get(id(original))
+            # A node whose subtree another fix changed in this pass waits for the next pass.
+            if entry is None or entry[0] is not original or not updated.deep_equals(original):
+                return updated
+            applied += 1
+            return entry[1]
+
+    new = module.visit(_Replace())
+    return new.code, applied
+
+
+# -- many files ----------------------------------------------------------------------------
+
+
+def discover(paths: Iterable[Path], settings: Settings, errors: list[FileError]) -> Iterator[tuple[Path, bool]]:
+    """Source files below ``paths`` as (path, given explicitly); unreadable folders become errors."""
+    for root in paths:
+        if not os.path.lexists(root):
+            errors.append(FileError(str(root), "no such file or directory"))
+            continue
+        if root.is_symlink() and not root.exists():
+            errors.append(FileError(str(root), "broken or looping symlink"))
+            continue
+        if root.is_file() or (root.exists() and not root.is_dir()):
+            if settings.force_exclude and settings.is_excluded(root):
+                continue
+            yield root, True
+            continue
+        yield from _walk(root, root, settings, errors)
+
+
+def _walk(folder: Path, root: Path, settings: Settings, errors: list[FileError]) -> Iterator[tuple[Path, bool]]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        errors.append(FileError(str(folder), f"cannot read this folder ({exc.strerror or exc})"))
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if settings.is_excluded(path, below=root):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if not (path / "pyvenv.cfg").exists():  # a virtualenv, whatever its name
+                    yield from _walk(path, root, settings, errors)
+            elif path.suffix in SOURCE_SUFFIXES:
+                if entry.is_symlink() and not path.exists():
+                    errors.append(FileError(str(path), "broken or looping symlink"))
+                elif entry.is_file():
+                    yield path, False
+        except OSError as exc:
+            errors.append(FileError(str(path), f"cannot read ({exc.strerror or exc})"))
+
+
+def prefilter_matches(data: bytes, groups_per_rule: list[tuple[tuple[bytes, ...], ...]]) -> bool:
+    """Can any rule match this text? Every group of a rule needs one of its tokens present."""
+    return any(all(any(token in data for token in group) for group in groups) for groups in groups_per_rule)
+
+
+def time_limit(settings: Settings, source: str) -> float:
+    # libcst takes about 20 ms per ordinary file; large files get a proportional allowance.
+    return settings.timeout + source.count("\n") / 1000.0
+
+
+def lint_paths(
+    paths: Iterable[Path],
+    settings: Settings,
+    *,
+    fix: bool = False,
+    diff: bool = False,
+    jobs: int | None = None,
+    stdin: tuple[Path, str] | None = None,
+) -> Report:
+    report = Report()
+    rules = select_rules(settings.select, settings.ignore)
+    files = [] if stdin is not None else list(discover(paths, settings, report.errors))
+    documents: dict[str, object] = {}
+    tasks = []
+    rule_codes = tuple(r.code for r in rules)
+    for path, _explicit in files:
+        report.files_seen += 1
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            report.errors.append(FileError(str(path), f"cannot read ({exc.strerror or exc})"))
+            continue
+        task = _task(path, data, settings, rules, rule_codes, fix or diff, report)
+        if task is not None:
+            documents[str(path)] = task[1][1]
+            tasks.append((str(path), task[1][0], task[0]))
+    if stdin is not None:
+        report.files_seen += 1
+        path, text = stdin
+        task = _task(path, text.encode("utf-8", "surrogateescape"), settings, rules, rule_codes, False, report)
+        if task is not None:
+            documents[str(path)] = task[1][1]
+            tasks.append((str(path), task[1][0], task[0]))
+    report.files_parsed = len(tasks)
+    for key, result in run_isolated(check_source, tasks, jobs):
+        _collect(report, key, result, documents[key], fix, diff)
+    report.findings.sort(key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code))
+    report.errors.sort(key=lambda e: e.path)
+    return report
+
+
+def _task(path: Path, data: bytes, settings: Settings, rules, rule_codes, fix: bool, report: Report):
+    """(time limit, (args, document)) for a file worth parsing, or None; read errors are reported."""
+    codes = tuple(c for c in rule_codes if not any(c.startswith(i) for i in settings.ignored_for(path)))
+    groups = [_encoded_groups(r, settings) for r in rules if r.code in codes]
+    try:
+        document = load(path, data)
+    except DocumentError as exc:
+        report.errors.append(FileError(str(path), str(exc)))
+        return None
+    if not codes or not prefilter_matches(document.source.encode("utf-8", "surrogatepass"), groups):
+        return None
+    args = (str(path), document.source, settings, codes, fix)
+    return time_limit(settings, document.source), (args, document)
+
+
+def _encoded_groups(rule: type[Rule], settings: Settings) -> tuple[tuple[bytes, ...], ...]:
+    extra = [name.rsplit(".", 1)[-1] for name in settings.extra_batchnorm_models]
+    return tuple(tuple(t.encode() for t in group) for group in rule.prefilter_groups(extra))
+
+
+def _collect(report: Report, key: str, result, document, fix: bool, diff: bool) -> None:
+    if isinstance(result, Crash):
+        report.errors.append(FileError(key, f"{result.reason} while checking this file; exclude it or report a bug"))
+        return
+    if result.error is not None:
+        message, line, column = result.error
+        location = document.locate(line) if line else None
+        report.errors.append(FileError(key, message, location.line if location else None, column))
+        return
+    for line, column, end_line, end_column, code, message, fixable in result.violations:
+        location = document.locate(line)
+        rule = next(r for r in all_rules() if r.code == code)
+        report.findings.append(
+            Finding(key, location.line, column, document.locate(end_line).line, end_column, code,
+                    rule.severity.value, message, fixable, location.cell, location.raw_line)
+        )
+    if result.fixed_source is None:
+        return
+    if diff:
+        report.diffs.append(_unified_diff(key, document.source, result.fixed_source))
+    elif fix:
+        try:
+            write_atomically(Path(key), document.render(result.fixed_source))
+        except OSError as exc:
+            report.errors.append(FileError(key, f"cannot write the fix ({exc.strerror or exc}); the file is unchanged"))
+            return
+    report.fixes_applied += result.fixes_applied
+
+
+def _unified_diff(path: str, before: str, after: str) -> str:
+    import difflib
+
+    return "".join(
+        difflib.unified_diff(before.splitlines(True), after.splitlines(True), fromfile=f"a/{path}", tofile=f"b/{path}")
+    )

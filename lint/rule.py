@@ -1,0 +1,149 @@
+"""The rule contract: one small class per rule, its documentation and its examples beside it.
+
+A rule's docstring is its documentation, in ruff's sections ("What it does", "Why is this
+bad?", "Example", "Use instead", "References"). That one text feeds ``--explain``, the
+README's rule table and the SARIF rule metadata. ``VALID`` and ``INVALID`` hold code that
+must stay quiet and code that must be flagged; the test suite collects them (Fixit style).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import inspect
+import pkgutil
+import re
+import textwrap
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, ClassVar, Iterable, Iterator
+
+if TYPE_CHECKING:
+    import libcst as cst
+
+    from lint.context import FileContext
+
+
+class Severity(str, enum.Enum):
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An example that must be flagged: ``code`` and, optionally, what ``--fix`` makes of it."""
+
+    code: str
+    fixed: str | None = None
+
+
+@dataclass
+class Fix:
+    """Node replacements applied by one transformer pass, keyed by node identity.
+
+    A value may be a ``libcst.FlattenSentinel`` to put several statements in place of one
+    (the original plus inserted guard code).
+    """
+
+    replacements: dict[int, tuple["cst.CSTNode", object]] = field(default_factory=dict)
+
+    def replace(self, old: "cst.CSTNode", new: object) -> "Fix":
+        self.replacements[id(old)] = (old, new)
+        return self
+
+
+@dataclass
+class Violation:
+    """What a rule reports; the engine adds the position and the rule's code and severity."""
+
+    node: "cst.CSTNode"
+    message: str
+    fix: Fix | None = None
+
+
+class Rule:
+    code: ClassVar[str]
+    name: ClassVar[str]
+    severity: ClassVar[Severity]
+    summary: ClassVar[str]
+    #: groups of tokens; a file is parsed for this rule only if, for every group, one of the
+    #: group's tokens occurs in its text. Tight groups are the linter's main speed lever.
+    prefilter: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    fixable: ClassVar[bool] = False
+    VALID: ClassVar[list[str]] = []
+    INVALID: ClassVar[list[Invalid]] = []
+
+    def check(self, ctx: "FileContext") -> Iterator[Violation]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def prefilter_groups(cls, extra_tokens: Iterable[str] = ()) -> tuple[tuple[str, ...], ...]:
+        """The prefilter, widened by user-configured tokens (e.g. ``extra-batchnorm-models``)."""
+        extra = tuple(extra_tokens)
+        if not extra:
+            return cls.prefilter
+        return tuple(group + extra if _is_model_group(group) else group for group in cls.prefilter)
+
+    @classmethod
+    def docs(cls) -> "RuleDoc":
+        return RuleDoc.parse(cls)
+
+
+def _is_model_group(group: tuple[str, ...]) -> bool:
+    # Groups that name BatchNormalization-bearing models are the ones user factories extend.
+    return "BatchNorm" in group
+
+
+_SECTION = re.compile(r"^## (.+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class RuleDoc:
+    code: str
+    name: str
+    severity: Severity
+    summary: str
+    fixable: bool
+    sections: dict[str, str]
+
+    @classmethod
+    def parse(cls, rule: type[Rule]) -> "RuleDoc":
+        text = textwrap.dedent(inspect.getdoc(rule) or "")
+        parts = _SECTION.split(text)
+        sections = {title.strip(): body.strip() for title, body in zip(parts[1::2], parts[2::2])}
+        return cls(rule.code, rule.name, rule.severity, rule.summary, rule.fixable, sections)
+
+    def markdown(self) -> str:
+        fix = "Fix: available with `--fix`." if self.fixable else "Fix: none (see Use instead)."
+        head = f"# {self.code} {self.name} ({self.severity.value})\n\n{self.summary}\n\n{fix}\n"
+        body = "".join(f"\n## {title}\n{text}\n" for title, text in self.sections.items())
+        return head + body
+
+
+@cache
+def all_rules() -> tuple[type[Rule], ...]:
+    """Every rule class in ``lint.rules``, ordered by code; new rule modules need no registration."""
+    import lint.rules as package
+
+    found: dict[str, type[Rule]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if inspect.isclass(obj) and issubclass(obj, Rule) and obj is not Rule and "code" in vars(obj):
+                found[obj.code] = obj
+    return tuple(found[code] for code in sorted(found))
+
+
+def rule_by_code(code: str) -> type[Rule] | None:
+    return next((r for r in all_rules() if r.code == code.upper()), None)
+
+
+def select_rules(select: Iterable[str], ignore: Iterable[str]) -> list[type[Rule]]:
+    """Codes or prefixes, as ruff: ``BN0`` selects BN001–BN007, ``BN1`` the PyTorch rules."""
+    select = [s.upper() for s in select] or ["BN"]
+    ignore = [s.upper() for s in ignore]
+    return [
+        r
+        for r in all_rules()
+        if any(r.code.startswith(s) or s == "ALL" for s in select) and not any(r.code.startswith(i) for i in ignore)
+    ]

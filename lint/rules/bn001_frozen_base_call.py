@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from lint.context import FileContext
+from lint.keras_models import BN_MODEL_TOKENS, Call, GraphReuse
+from lint.rule import Fix, Invalid, Rule, Severity, Violation
+from lint.rules._keras_advice import keep_frozen_too, when_it_bites
+
+
+class FrozenBaseWithoutTrainingFalse(Rule):
+    """
+    ## What it does
+    Flags a frozen model that contains BatchNormalization (a `keras.applications` base such
+    as ResNet50, a model built in the same file with `BatchNormalization` layers, or a factory
+    named in `extra-batchnorm-models`) that is called without `training=False`, called with
+    `training=True`, or whose graph is reused through `base.output`.
+
+    ## Why is this bad?
+    BatchNormalization normalizes with the batch's statistics in training and with its moving
+    averages at inference. `training=False` pins the base to inference mode. Without it the
+    base follows the outer model: in Keras 3 and tf.keras 2.x a frozen
+    (`trainable = False`) BatchNormalization layer still runs in inference mode, so the
+    problem is latent while the base stays frozen; the moment the base is unfrozen for
+    fine-tuning, its BatchNormalization layers normalize with batch statistics in `fit()` and
+    overwrite the pretrained moving averages, and `fit()` and `predict()` disagree on the
+    same data. In multi-backend Keras before 2.4 it bites even while frozen. Reusing
+    `base.output` builds the head on the base's own graph, where no `training` argument can
+    be given at all.
+
+    Keras 3.0–3.15 add a twist (keras-team/keras#20285): a functional model trained with
+    `fit()` overrides the recorded `training=False`, so on those versions the base's
+    BatchNormalization layers must also be kept frozen when it is unfrozen (see BN003).
+
+    Models whose origin lies in another file (`keras.models.load_model`, a hub layer) are not
+    reported: the linter cannot see whether they contain BatchNormalization, and prefers
+    silence to a guess. Name your own factories in `extra-batchnorm-models`.
+
+    ## Example
+    ```python
+    base = keras.applications.ResNet50(include_top=False, weights="imagenet")
+    base.trainable = False
+    inputs = keras.Input((224, 224, 3))
+    x = base(inputs)
+    ```
+
+    ## Use instead
+    ```python
+    base = keras.applications.ResNet50(include_top=False, weights="imagenet")
+    base.trainable = False
+    inputs = keras.Input((224, 224, 3))
+    x = base(inputs, training=False)
+    ```
+
+    `--fix` adds `training=False` to a call that has no `training` argument. A call with an
+    explicit `training=True` or a reused `base.output` is left for you to change.
+
+    ## References
+    - Keras guide, "Transfer learning & fine-tuning": https://keras.io/guides/transfer_learning/
+    - keras-team/keras#20285: https://github.com/keras-team/keras/issues/20285
+    - Keras BatchNormalization: https://keras.io/api/layers/normalization_layers/batch_normalization/
+    """
+
+    code = "BN001"
+    name = "frozen-batchnorm-base-call"
+    severity = Severity.WARNING
+    summary = "Frozen BatchNormalization base used without `training=False`"
+    prefilter = (("trainable",), ("False",), BN_MODEL_TOKENS)
+    fixable = True
+
+    VALID = [
+        # called with training=False
+        """
+import keras
+base = keras.applications.ResNet50(include_top=False, weights=None)
+base.trainable = False
+inputs = keras.Input((224, 224, 3))
+x = base(inputs, training=False)
+""",
+        # VGG16 has no BatchNormalization
+        """
+from tensorflow import keras
+base = keras.applications.VGG16(include_top=False)
+base.trainable = False
+x = base(keras.Input((224, 224, 3)))
+""",
+        # not frozen: the whole base trains from the start, by choice
+        """
+import keras
+base = keras.applications.MobileNetV2(weights=None)
+x = base(keras.Input((224, 224, 3)))
+""",
+        # a model loaded from a file: origin unknown, no guess
+        """
+import keras
+base = keras.models.load_model("backbone.keras")
+base.trainable = False
+x = base(keras.Input((224, 224, 3)))
+""",
+        # ConvNeXt normalizes with LayerNormalization
+        """
+import keras
+base = keras.applications.ConvNeXtTiny(include_top=False)
+base.trainable = False
+x = base(keras.Input((224, 224, 3)))
+""",
+        # a training argument passed through from an enclosing call() is the caller's decision
+        """
+import keras
+class Classifier(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.base = keras.applications.EfficientNetB0(include_top=False)
+        self.base.trainable = False
+    def call(self, x, training=None):
+        return self.base(x, training=training)
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+import keras
+base = keras.applications.ResNet50(include_top=False, weights=None)
+base.trainable = False
+inputs = keras.Input((224, 224, 3))
+x = base(inputs)
+""",
+            fixed="""
+import keras
+base = keras.applications.ResNet50(include_top=False, weights=None)
+base.trainable = False
+inputs = keras.Input((224, 224, 3))
+x = base(inputs, training=False)
+""",
+        ),
+        # tf.keras module path and an alias
+        Invalid(
+            """
+import tensorflow as tf
+from tensorflow.keras.applications.resnet50 import ResNet50 as R
+base = R(include_top=False)
+base.trainable = False
+x = base(tf.keras.Input((224, 224, 3)), training=True)
+"""
+        ),
+        # graph reuse through base.output
+        Invalid(
+            """
+from tensorflow.keras.applications import MobileNetV2
+from tensorflow.keras import layers, Model
+base = MobileNetV2(include_top=False)
+for layer in base.layers:
+    layer.trainable = False
+out = layers.Dense(3)(layers.GlobalAveragePooling2D()(base.output))
+model = Model(base.input, out)
+"""
+        ),
+        # a base built by a helper of the same file, frozen there
+        Invalid(
+            """
+import keras
+def make_backbone():
+    backbone = keras.applications.DenseNet121(include_top=False)
+    backbone.trainable = False
+    return backbone
+backbone = make_backbone()
+features = backbone(keras.Input((224, 224, 3)))
+""",
+            fixed="""
+import keras
+def make_backbone():
+    backbone = keras.applications.DenseNet121(include_top=False)
+    backbone.trainable = False
+    return backbone
+backbone = make_backbone()
+features = backbone(keras.Input((224, 224, 3)), training=False)
+""",
+        ),
+        # a model defined in the same file with BatchNormalization layers
+        Invalid(
+            """
+from keras import layers, Model, Input
+def encoder():
+    inputs = Input((32, 32, 3))
+    x = layers.Conv2D(16, 3)(inputs)
+    x = layers.BatchNormalization()(x)
+    return Model(inputs, x)
+enc = encoder()
+enc.trainable = False
+y = enc(Input((32, 32, 3)))
+"""
+        ),
+        # reached through a Sequential's layers
+        Invalid(
+            """
+import keras
+model = keras.Sequential([keras.applications.Xception(include_top=False), keras.layers.Dense(2)])
+base = model.layers[0]
+base.trainable = False
+z = base(keras.Input((299, 299, 3)))
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        models = ctx.keras_models
+        for event in models.of(Call):
+            if event.training in ("absent", "true") and event.model.contains_bn() and models.is_frozen(event.model):
+                yield self._call(ctx, event)
+        for event in models.of(GraphReuse):
+            if event.attr.startswith("output") and event.model.contains_bn() and models.is_frozen(event.model):
+                owner = ctx.code(event.node.value)
+                yield Violation(
+                    event.node,
+                    f"the graph of frozen {event.model.label} base `{owner}` is reused through `.{event.attr}`, "
+                    f"where no training=False can be given: {when_it_bites(ctx.target)}; build the head on "
+                    f"`base(inputs, training=False)` instead{keep_frozen_too(ctx.target)}",
+                )
+
+    def _call(self, ctx: FileContext, event: Call) -> Violation:
+        node: cst.Call = event.node
+        name = ctx.code(node.func)
+        how = "with training=True" if event.training == "true" else "without training=False"
+        message = (
+            f"frozen {event.model.label} base `{name}` is called {how}: {when_it_bites(ctx.target)}; "
+            f"call it as `{name}(..., training=False)`{keep_frozen_too(ctx.target)}"
+        )
+        fix = Fix().replace(node, add_keyword(node, "training", cst.Name("False"))) if event.training == "absent" else None
+        return Violation(node, message, fix)
+
+
+def add_keyword(call: cst.Call, keyword: str, value: cst.BaseExpression) -> cst.Call:
+    """``f(a)`` -> ``f(a, keyword=value)``, keeping a multi-line call's layout and trailing comma."""
+    new = cst.Arg(keyword=cst.Name(keyword), value=value,
+                  equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+    args = list(call.args)
+    if not args:
+        return call.with_changes(args=[new])
+    last = args[-1]
+    if isinstance(last.comma, cst.Comma):  # trailing comma: the new argument takes it over
+        indent = call.whitespace_before_args
+        args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=indent if isinstance(
+            indent, cst.ParenthesizedWhitespace) else cst.SimpleWhitespace(" ")))
+        new = new.with_changes(comma=last.comma)
+    return call.with_changes(args=[*args, new])

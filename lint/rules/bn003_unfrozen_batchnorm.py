@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import libcst as cst
+
+from lint.context import FileContext
+from lint.keras_models import BN_MODEL_TOKENS, KerasModels, Model, Unfreeze, is_bn_class
+from lint.names import ImportMap, keras_name
+from lint.rule import Fix, Invalid, Rule, Severity, Violation
+
+
+class BatchNormUnfrozenForFineTuning(Rule):
+    """
+    ## What it does
+    Flags code that makes the BatchNormalization layers of a base trainable again for
+    fine-tuning (`base.trainable = True`, or a loop such as
+    `for layer in base.layers[-20:]: layer.trainable = True`) without keeping them frozen:
+    no `if not isinstance(layer, BatchNormalization)` guard in the loop and no later loop that
+    sets `trainable = False` on each BatchNormalization layer.
+
+    ## Why is this bad?
+    A trainable BatchNormalization layer normalizes with the statistics of each training
+    batch and rewrites its moving mean and variance. Fine-tuning on a small dataset replaces
+    the pretrained statistics with noisy ones, and because `fit()` reports metrics computed
+    with batch statistics while `evaluate()` and `predict()` use the moving averages, the two
+    disagree on the very same data (in one measured case, fit accuracy 1.0 and evaluate 0.47).
+
+    Calling the base with `training=False` is not enough on Keras 3.0–3.15: a functional model
+    trained with `fit()` overrides that recorded flag (keras-team/keras#20285), so the layers
+    update anyway. The fix that works on every version is to set `trainable = False` on each
+    BatchNormalization layer after unfreezing, then recompile. On Keras 2 / tf.keras and on
+    releases with the #20285 fix, a base that is only ever called with `training=False` is
+    protected, and this rule stays quiet for it (see `target-keras`).
+
+    `--fix` inserts the guard or the re-freeze loop where the code's shape makes it
+    unambiguous: a loop whose body sets `trainable = True` on its loop variable gets an
+    `isinstance` guard, and `base.trainable = True` on a `keras.applications` base (or a model
+    of this file with BatchNormalization layers) gets a re-freeze loop right after it. The
+    file must already import `keras`, `tensorflow` or Keras's `layers`, so that the inserted
+    code can name BatchNormalization.
+
+    ## Example
+    ```python
+    base.trainable = True
+    model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy")
+    ```
+
+    ## Use instead
+    ```python
+    base.trainable = True
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy")
+    ```
+
+    ## References
+    - Keras guide, "Transfer learning & fine-tuning": https://keras.io/guides/transfer_learning/
+    - keras-team/keras#20285: https://github.com/keras-team/keras/issues/20285
+    - TensorFlow tutorial, "Transfer learning and fine-tuning": https://www.tensorflow.org/tutorials/images/transfer_learning
+    """
+
+    code = "BN003"
+    name = "batchnorm-unfrozen-for-fine-tuning"
+    severity = Severity.ERROR
+    summary = "BatchNormalization layers unfrozen for fine-tuning"
+    prefilter = (("trainable",), ("True",), BN_MODEL_TOKENS)
+    fixable = True
+
+    VALID = [
+        # guard inside the loop
+        """
+import keras
+base = keras.applications.ResNet50(include_top=False)
+for layer in base.layers[-20:]:
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = True
+""",
+        # re-freeze loop after unfreezing
+        """
+from tensorflow.keras import layers
+from tensorflow.keras.applications import EfficientNetB0
+base = EfficientNetB0(include_top=False)
+base.trainable = True
+for layer in base.layers:
+    if isinstance(layer, layers.BatchNormalization):
+        layer.trainable = False
+""",
+        # `continue` past BatchNormalization layers
+        """
+import keras
+base = keras.applications.MobileNetV2(include_top=False)
+for layer in base.layers[100:]:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        continue
+    layer.trainable = True
+""",
+        # VGG16: nothing to keep frozen
+        """
+import keras
+base = keras.applications.VGG16(include_top=False)
+base.trainable = True
+""",
+        # unknown model from a file
+        """
+import keras
+model = keras.models.load_model("m.keras")
+model.trainable = True
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+import keras
+base = keras.applications.ResNet50(include_top=False, weights=None)
+base.trainable = False
+inputs = keras.Input((224, 224, 3))
+x = base(inputs, training=False)
+base.trainable = True
+""",
+            fixed="""
+import keras
+base = keras.applications.ResNet50(include_top=False, weights=None)
+base.trainable = False
+inputs = keras.Input((224, 224, 3))
+x = base(inputs, training=False)
+base.trainable = True
+for layer in base.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = False
+""",
+        ),
+        Invalid(
+            """
+from tensorflow.keras.applications import InceptionV3
+from tensorflow.keras import layers
+base = InceptionV3(include_top=False)
+for layer in base.layers[249:]:
+    layer.trainable = True
+""",
+            fixed="""
+from tensorflow.keras.applications import InceptionV3
+from tensorflow.keras import layers
+base = InceptionV3(include_top=False)
+for layer in base.layers[249:]:
+    if not isinstance(layer, layers.BatchNormalization):
+        layer.trainable = True
+""",
+        ),
+        # a re-freeze *before* the unfreeze is undone by it
+        Invalid(
+            """
+import keras
+base = keras.applications.DenseNet121(include_top=False)
+for layer in base.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = False
+base.trainable = True
+"""
+        ),
+        # unfreezing the whole model that wraps the base
+        Invalid(
+            """
+import tensorflow as tf
+base = tf.keras.applications.MobileNetV3Small(include_top=False, pooling="avg")
+base.trainable = False
+model = tf.keras.Sequential([base, tf.keras.layers.Dense(10)])
+model.trainable = True
+"""
+        ),
+        # reached through get_layer by its default name
+        Invalid(
+            """
+import keras
+inputs = keras.Input((224, 224, 3))
+x = keras.applications.ResNet50(include_top=False, weights=None)(inputs, training=False)
+model = keras.Model(inputs, keras.layers.Dense(2)(x))
+model.get_layer("resnet50").trainable = True
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        models = ctx.keras_models
+        seen: set[int] = set()
+        for event in models.of(Unfreeze):
+            if event.guarded or id(event.node) in seen or not event.model.contains_bn():
+                continue
+            if models.refrozen_after(event) or _protected(models, event.model, ctx):
+                continue
+            seen.add(id(event.node))
+            yield Violation(event.node, _message(ctx, event), _fix(ctx, event))
+
+
+def _protected(models: KerasModels, model: Model, ctx: FileContext) -> bool:
+    """Keras 2 / fixed Keras 3: ``training=False`` on every use keeps BatchNormalization in inference mode."""
+    if not ctx.target.training_false_protects:
+        return False
+    bearers = [m for m in model.lineage() if m.has_bn]
+    return bool(bearers) and all(models.only_called_with_training_false(m) for m in bearers)
+
+
+def _message(ctx: FileContext, event: Unfreeze) -> str:
+    owner = event.loop_var or ctx.code(event.node).split(".trainable")[0]
+    what = f"layers of {event.model.label} base" if event.loop_var else f"{event.model.label} base"
+    twist = (
+        ""
+        if ctx.target.training_false_protects
+        else f" ({ctx.target.label} does this even when the base was called with training=False, keras#20285)"
+    )
+    return (
+        f"unfreezing the {what} `{owner}` makes its BatchNormalization layers trainable: fit() normalizes with "
+        f"batch statistics and rewrites the moving averages{twist}, so fit() and evaluate() disagree on the same "
+        f"data; after unfreezing, set trainable = False on each BatchNormalization layer and recompile"
+    )
+
+
+def _fix(ctx: FileContext, event: Unfreeze) -> Fix | None:
+    line = event.node
+    if not isinstance(line, cst.SimpleStatementLine) or len(line.body) != 1:
+        return None
+    bn = bn_class_expression(ctx.imports)
+    if bn is None:
+        return None
+    config = ctx.module.config_for_parsing
+    indent = ctx.module.default_indent
+    if event.loop_var is not None:
+        guarded = cst.parse_statement(f"if not isinstance({event.loop_var}, {bn}):\n{indent}pass\n", config)
+        return Fix().replace(line, guarded.with_changes(body=guarded.body.with_changes(body=[line]),
+                                                       leading_lines=line.leading_lines))
+    model = event.model
+    if model.children or not model.has_bn:  # a wrapper's .layers do not reach a nested base's layers
+        return None
+    owner = ctx.code(line.body[0].targets[0].target.value) if isinstance(line.body[0], cst.Assign) else None
+    var = _free_name(ctx.module.code, ("layer", "bn_layer", "bn_candidate"))
+    if owner is None or var is None:
+        return None
+    refreeze = cst.parse_statement(
+        f"for {var} in {owner}.layers:\n{indent}if isinstance({var}, {bn}):\n{indent * 2}{var}.trainable = False\n",
+        config,
+    )
+    return Fix().replace(line, cst.FlattenSentinel([line, refreeze]))
+
+
+def bn_class_expression(imports: ImportMap) -> str | None:
+    """How this file can name BatchNormalization without a new import, or None."""
+    by_kind: dict[str, str] = {}
+    for local, full in imports.aliases.items():
+        name = keras_name(full)
+        if is_bn_class(full) and name and full.endswith("BatchNormalization"):
+            by_kind.setdefault("class", local)
+        elif name == "keras.layers":
+            by_kind.setdefault("layers", f"{local}.BatchNormalization")
+        elif name == "keras":
+            by_kind.setdefault("keras", f"{local}.layers.BatchNormalization")
+        elif full == "tensorflow":
+            by_kind.setdefault("tf", f"{local}.keras.layers.BatchNormalization")
+    return next((by_kind[k] for k in ("class", "layers", "keras", "tf") if k in by_kind), None)
+
+
+def _free_name(code: str, candidates: tuple[str, ...]) -> str | None:
+    """A loop variable name the file does not use anywhere, so the inserted loop shadows nothing."""
+    return next((c for c in candidates if not re.search(rf"\b{c}\b", code)), None)
