@@ -74,7 +74,7 @@ def check_source(path: str, source: str, settings: Settings, codes: tuple[str, .
     import libcst as cst
 
     error = _syntax_error(path, source)
-    if error is not None:
+    if error is not None or not codes:
         return SourceResult(error=error)
     rules = [r() for r in all_rules() if r.code in codes]
     lines = source.splitlines()
@@ -252,7 +252,7 @@ def lint_paths(
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
-    report.files_parsed = len(tasks)
+    report.files_parsed = sum(1 for _, args, _ in tasks if args[3])
     for key, result in run_isolated(check_source, tasks, jobs):
         _collect(report, key, result, documents[key], fix, diff)
     report.findings.sort(key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code))
@@ -261,7 +261,7 @@ def lint_paths(
 
 
 def _task(path: Path, data: bytes, settings: Settings, rules, rule_codes, fix: bool, report: Report):
-    """(time limit, (args, document)) for a file worth parsing, or None; read errors are reported."""
+    """(time limit, (args, document)) for a readable file, or None; read errors are reported."""
     codes = tuple(c for c in rule_codes if not any(c.startswith(i) for i in settings.ignored_for(path)))
     groups = [_encoded_groups(r, settings) for r in rules if r.code in codes]
     try:
@@ -269,8 +269,8 @@ def _task(path: Path, data: bytes, settings: Settings, rules, rule_codes, fix: b
     except DocumentError as exc:
         report.errors.append(FileError(str(path), str(exc)))
         return None
-    if not codes or not prefilter_matches(document.source.encode("utf-8", "surrogatepass"), groups):
-        return None
+    if not prefilter_matches(document.source.encode("utf-8", "surrogatepass"), groups):
+        codes = ()  # no rule can match: only Python's fast parser checks the syntax
     args = (str(path), document.source, settings, codes, fix)
     return time_limit(settings, document.source), (args, document)
 

@@ -530,6 +530,10 @@ class KerasModels:
         layers = args[0].value if args and args[0].keyword is None else None
         if isinstance(layers, (cst.List, cst.Tuple)):
             for element in layers.elements:
+                if isinstance(element.value, cst.Call) and _is_keras(
+                    self.imports.qualname(element.value.func), "Input", "InputLayer"
+                ):
+                    continue  # ``model.layers`` does not list the input layer
                 value = self._eval(element.value, scope, record=False)
                 if isinstance(value, Model):
                     model.children.append(value)

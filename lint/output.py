@@ -35,14 +35,17 @@ def text(report: Report, statistics: bool = False) -> str:
 
 
 def summary_line(report: Report) -> str:
-    n = len(report.findings)
-    fixable = sum(f.fixable for f in report.findings)
-    parts = [f"Found {n} finding{'s' if n != 1 else ''}" if n else "No findings"]
-    parts[0] += f" in {report.files_seen} file{'s' if report.files_seen != 1 else ''}"
-    if report.fixes_applied:
-        parts.append(f"fixed {report.fixes_applied}")
-    if fixable and not report.diffs:
-        parts.append(f"{fixable} fixable with --fix")
+    n, files = len(report.findings), report.files_seen
+    found = f"{n} finding{'s' if n != 1 else ''}" if n else "no findings"
+    if report.diffs:
+        parts = [f"Would fix {report.fixes_applied} (--diff writes nothing); {found} would remain"]
+    else:
+        parts = [f"Found {found} in {files} file{'s' if files != 1 else ''}" if n else f"No findings in {files} file{'s' if files != 1 else ''}"]
+        if report.fixes_applied:
+            parts.append(f"fixed {report.fixes_applied}")
+        fixable = sum(f.fixable for f in report.findings)
+        if fixable:
+            parts.append(f"{fixable} fixable with --fix")
     if report.errors:
         parts.append(f"{len(report.errors)} file error{'s' if len(report.errors) != 1 else ''}")
     return "; ".join(parts) + "."

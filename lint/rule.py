@@ -147,3 +147,12 @@ def select_rules(select: Iterable[str], ignore: Iterable[str]) -> list[type[Rule
         for r in all_rules()
         if any(r.code.startswith(s) or s == "ALL" for s in select) and not any(r.code.startswith(i) for i in ignore)
     ]
+
+
+def rules_table() -> str:
+    """The README's rule table, generated from the rules themselves."""
+    rows = ["| Code | Name | Severity | Fix | Summary |", "| --- | --- | --- | --- | --- |"]
+    for rule in all_rules():
+        fix = "yes" if rule.fixable else ""
+        rows.append(f"| {rule.code} | `{rule.name}` | {rule.severity.value} | {fix} | {rule.summary} |")
+    return "\n".join(rows)

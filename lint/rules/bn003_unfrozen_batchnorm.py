@@ -204,15 +204,17 @@ def _protected(models: KerasModels, model: Model, ctx: FileContext) -> bool:
 
 
 def _message(ctx: FileContext, event: Unfreeze) -> str:
-    owner = event.loop_var or ctx.code(event.node).split(".trainable")[0]
-    what = f"layers of {event.model.label} base" if event.loop_var else f"{event.model.label} base"
+    if event.loop is not None:
+        owner, what = ctx.code(event.loop.iter), f"layers of the {event.model.label} base"
+    else:
+        owner, what = _owner(ctx, event.node), f"{event.model.label} base"
     twist = (
         ""
         if ctx.target.training_false_protects
         else f" ({ctx.target.label} does this even when the base was called with training=False, keras#20285)"
     )
     return (
-        f"unfreezing the {what} `{owner}` makes its BatchNormalization layers trainable: fit() normalizes with "
+        f"unfreezing {what} `{owner}` makes its BatchNormalization layers trainable: fit() normalizes with "
         f"batch statistics and rewrites the moving averages{twist}, so fit() and evaluate() disagree on the same "
         f"data; after unfreezing, set trainable = False on each BatchNormalization layer and recompile"
     )
@@ -234,7 +236,7 @@ def _fix(ctx: FileContext, event: Unfreeze) -> Fix | None:
     model = event.model
     if model.children or not model.has_bn:  # a wrapper's .layers do not reach a nested base's layers
         return None
-    owner = ctx.code(line.body[0].targets[0].target.value) if isinstance(line.body[0], cst.Assign) else None
+    owner = _owner(ctx, line)
     var = _free_name(ctx.module.code, ("layer", "bn_layer", "bn_candidate"))
     if owner is None or var is None:
         return None
@@ -243,6 +245,14 @@ def _fix(ctx: FileContext, event: Unfreeze) -> Fix | None:
         config,
     )
     return Fix().replace(line, cst.FlattenSentinel([line, refreeze]))
+
+
+def _owner(ctx: FileContext, line: cst.CSTNode) -> str | None:
+    """``base`` in ``base.trainable = True``."""
+    statement = line.body[0] if isinstance(line, cst.SimpleStatementLine) and line.body else None
+    if isinstance(statement, cst.Assign) and isinstance(statement.targets[0].target, cst.Attribute):
+        return ctx.code(statement.targets[0].target.value)
+    return None
 
 
 def bn_class_expression(imports: ImportMap) -> str | None:
