@@ -76,6 +76,15 @@ def check_source(path: str, source: str, settings: Settings, codes: tuple[str, .
     error = _syntax_error(path, source)
     if error is not None or not codes:
         return SourceResult(error=error)
+    try:
+        return _check_parsed(path, source, settings, codes, fix)
+    except RecursionError:  # Python-level walks of a tree that ast accepted but nests very deep
+        return SourceResult(error=("too deeply nested to analyse (an expression nested hundreds deep); exclude the file", None, None))
+
+
+def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool) -> SourceResult:
+    import libcst as cst
+
     rules = [r() for r in all_rules() if r.code in codes]
     lines = source.splitlines()
     module = cst.parse_module(source)

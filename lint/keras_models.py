@@ -484,7 +484,7 @@ class KerasModels:
                     return (owner.named(name) if name else None) or LayerOf(owner)
                 if record and args:
                     added = self._eval(args[0].value, scope, record)
-                    if isinstance(added, Model):
+                    if isinstance(added, Model) and owner not in set(added.lineage()):
                         owner.children.append(added)
                         self._record(Placement, added, args[0].value, scope)
                     elif self._is_bn_layer_call(args[0].value):
@@ -619,7 +619,12 @@ def _int_index(node: cst.Subscript) -> int | None:
     sign = 1
     if isinstance(value, cst.UnaryOperation) and isinstance(value.operator, cst.Minus):
         sign, value = -1, value.expression
-    return sign * int(value.value) if isinstance(value, cst.Integer) else None
+    if not isinstance(value, cst.Integer):
+        return None
+    try:
+        return sign * int(value.value, 0)
+    except ValueError:
+        return None
 
 
 def _training_arg(args) -> str:

@@ -32,6 +32,9 @@ def _context():
 
 
 def _serve(conn: Connection, function: Callable[..., Any]) -> None:
+    # Deep but valid trees (hundreds of chained operators) need more than the default 1000
+    # frames; if the C stack runs out instead, the crash stays inside this worker.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 12000))
     while True:
         try:
             task = conn.recv()
