@@ -322,5 +322,5 @@ def _unified_diff(path: str, before: str, after: str) -> str:
     import difflib
 
     return "".join(
-        difflib.unified_diff(before.splitlines(True), after.splitlines(True), fromfile=f"a/{path}", tofile=f"b/{path}")
+        difflib.unified_diff(before.splitlines(True), after.splitlines(True), fromfile=path, tofile=path)
     )

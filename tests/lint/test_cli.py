@@ -224,6 +224,7 @@ def test_fix_writes_and_diff_does_not(project):
     path = project / "src/train.py"
     diff = run_cli("src/train.py", "--diff", cwd=project)
     assert "+x = base(keras.Input((224, 224, 3)), training=False)" in diff.stdout
+    assert "--- src/train.py" in diff.stdout
     assert path.read_text() == BAD
     fixed = run_cli("src/train.py", "--fix", cwd=project)
     assert fixed.returncode == 0, fixed.stdout
