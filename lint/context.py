@@ -11,6 +11,7 @@ from lint.names import ImportMap
 
 if TYPE_CHECKING:
     from lint.config import Settings
+    from lint.keras_layers import KerasLayers
     from lint.keras_models import KerasModels
 
 
@@ -33,6 +34,12 @@ class FileContext:
         from lint.keras_models import KerasModels
 
         return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models)
+
+    @cached_property
+    def keras_layers(self) -> "KerasLayers":
+        from lint.keras_layers import KerasLayers
+
+        return KerasLayers(self.module, self.imports, self.keras_models, self.settings.extra_batchnorm_models)
 
     def code(self, node: cst.CSTNode) -> str:
         """The source text of a node, for messages."""

@@ -242,7 +242,7 @@ def lint_paths(
     files = [] if stdin is not None else list(discover(paths, settings, report.errors))
     documents: dict[str, object] = {}
     tasks = []
-    rule_codes = tuple(r.code for r in rules)
+    prefilters = {r.code: _encoded_groups(r, settings) for r in rules}
     for path, _explicit in files:
         report.files_seen += 1
         try:
@@ -250,14 +250,14 @@ def lint_paths(
         except OSError as exc:
             report.errors.append(FileError(str(path), f"cannot read ({exc.strerror or exc})"))
             continue
-        task = _task(path, data, settings, rules, rule_codes, fix or diff, report)
+        task = _task(path, data, settings, prefilters, fix or diff, report)
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
     if stdin is not None:
         report.files_seen += 1
         path, text = stdin
-        task = _task(path, text.encode("utf-8", "surrogateescape"), settings, rules, rule_codes, False, report)
+        task = _task(path, text.encode("utf-8", "surrogateescape"), settings, prefilters, False, report)
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
@@ -269,17 +269,22 @@ def lint_paths(
     return report
 
 
-def _task(path: Path, data: bytes, settings: Settings, rules, rule_codes, fix: bool, report: Report):
+def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, report: Report):
     """(time limit, (args, document)) for a readable file, or None; read errors are reported."""
-    codes = tuple(c for c in rule_codes if not any(c.startswith(i) for i in settings.ignored_for(path)))
-    groups = [_encoded_groups(r, settings) for r in rules if r.code in codes]
+    ignored = settings.ignored_for(path)  # once per file: it resolves the path
     try:
         document = load(path, data)
     except DocumentError as exc:
         report.errors.append(FileError(str(path), str(exc)))
         return None
-    if not prefilter_matches(document.source.encode("utf-8", "surrogatepass"), groups):
-        codes = ()  # no rule can match: only Python's fast parser checks the syntax
+    source = document.source.encode("utf-8", "surrogatepass")
+    # Only the rules whose prefilter matches run; when none does, only Python's fast parser
+    # checks the syntax. A rule's analysis can cost as much as the parse on a large file.
+    codes = tuple(
+        code
+        for code, groups in prefilters.items()
+        if not any(code.startswith(i) for i in ignored) and prefilter_matches(source, [groups])
+    )
     args = (str(path), document.source, settings, codes, fix)
     return time_limit(settings, document.source), (args, document)
 

@@ -199,6 +199,7 @@ class KerasModels:
         self._walked: set[int] = set()
         self._summaries: dict[int, object] = {}
         self._bn_functions: set[int] = set()
+        self._values: dict[int, object] = {}  # id(Name/Attribute node) -> the model it denoted
         self._collect_definitions(module)
         self.module_scope = self._new_scope(None, None)
         self._block(module.body, self.module_scope, None)
@@ -211,6 +212,11 @@ class KerasModels:
 
     def of(self, kind: type[Event]) -> list:
         return [e for e in self.events if type(e) is kind]
+
+    def model_at(self, node: cst.CSTNode) -> Model | None:
+        """The model a name or attribute denoted where it stands (e.g. ``model`` in ``model.fit(...)``)."""
+        value = self._values.get(id(node))
+        return value if isinstance(value, Model) else None
 
     def is_frozen(self, model: Model) -> bool:
         return any(e.model is model for e in self.of(Freeze))
@@ -430,6 +436,7 @@ class KerasModels:
             if path is not None:
                 found = scope.lookup(path)
                 if found is not None:
+                    self._values[id(node)] = found
                     return found
             if isinstance(node, cst.Attribute):
                 owner = self._eval(node.value, scope, record)

@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from lint.context import FileContext
+from lint.keras_layers import all_params, training_true
+from lint.keras_models import BN_MODEL_TOKENS, is_bn_class
+from lint.rule import Invalid, Rule, Severity, Violation
+
+_FIX_HINT = "mark a deliberate use (e.g. pix2pix-style GAN sampling) with `# noqa: BN004`"
+
+
+class TrainingForcedAtInference(Rule):
+    """
+    ## What it does
+    Flags `training=True` forced on a Keras model or layer that contains BatchNormalization
+    outside a training step:
+
+    - a call `model(x, training=True)` / `layer(x, training=True)` that is not inside a
+      `tf.GradientTape` block, a `train_step`-like function (`train_step`, `training_step`,
+      a function whose name starts with `train`) or a function that applies gradients
+      (`apply_gradients`, `minimize`); this includes `BatchNormalization()(x, training=True)`
+      wired into a functional model, which bakes training mode into the graph;
+    - a subclassed layer or model whose `call(self, inputs, training=True)` defaults to
+      training.
+
+    Only where BatchNormalization is involved: the called value is a BatchNormalization layer,
+    a `keras.applications` base that has it, or a model, `Sequential` or class of this file
+    that builds it. Monte Carlo dropout (`Dropout(0.5)(x, training=True)`, or a model without
+    BatchNormalization called with `training=True`) is a legitimate technique and is not
+    flagged. When the called value cannot be followed within the file (a function parameter,
+    a loop or unpacked variable, `self.model` of a callback), the rule reports it if the file
+    builds BatchNormalization; a model loaded from another file (`load_model`, a hub layer) is
+    not reported. Unit tests (functions named `test_*`, but not Keras' `test_step`) exercise
+    training mode on purpose and are skipped.
+
+    Severity: error. It is wrong now, not latent.
+
+    ## Why is this bad?
+    With `training=True` BatchNormalization normalizes every batch with that batch's own mean
+    and variance (and updates its moving averages) instead of the moving averages learned in
+    training. Predictions then depend on which other samples share the batch, a single
+    sample is normalized by itself, and the results disagree with `predict()` and
+    `evaluate()` on the same data. A `call(..., training=True)` default does the same to every
+    plain `model(x)` call: Keras uses the signature's default when no `training` is passed and
+    no outer call sets it, so only `fit()` (which passes `True`) and `predict()`/`evaluate()`
+    (which pass `False`) escape it.
+
+    Deliberate uses exist: pix2pix-style GANs sample the generator with `training=True` at
+    test time on purpose. Suppress those with `# noqa: BN004` on the line.
+
+    No automatic fix: only the author knows whether training mode was meant.
+
+    ## Example
+    ```python
+    model = build_model()  # Conv2D + BatchNormalization
+    model.fit(train_ds, epochs=10)
+    probabilities = model(test_images, training=True)
+
+    class Block(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, inputs, training=True):
+            return self.bn(inputs, training=training)
+    ```
+
+    ## Use instead
+    ```python
+    model = build_model()
+    model.fit(train_ds, epochs=10)
+    probabilities = model(test_images, training=False)  # or model.predict(test_images)
+
+    class Block(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, inputs, training=None):  # Keras passes the mode in
+            return self.bn(inputs, training=training)
+    ```
+
+    ## References
+    - Keras FAQ, "What's the difference between the `training` argument in `call()` and the
+      `trainable` attribute?": https://keras.io/getting_started/faq/
+    - Keras BatchNormalization: https://keras.io/api/layers/normalization_layers/batch_normalization/
+    - Keras guide, "Making new layers and models via subclassing" (the `training` argument):
+      https://keras.io/guides/making_new_layers_and_models_via_subclassing/
+    """
+
+    code = "BN004"
+    name = "training-forced-at-inference"
+    severity = Severity.ERROR
+    summary = "Training mode forced on BatchNormalization outside a training step"
+    prefilter = (("training=True", "training = True", "bool=True", "bool = True"), BN_MODEL_TOKENS)
+
+    VALID = [
+        # inside a custom training step
+        """
+import tensorflow as tf
+from tensorflow import keras
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+@tf.function
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        loss = keras.losses.mse(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+""",
+        # Monte Carlo dropout on a model without BatchNormalization
+        """
+import numpy as np
+import keras
+model = keras.Sequential([keras.layers.Dense(64, activation="relu"), keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+samples = np.stack([model(x_test, training=True) for _ in range(50)])
+""",
+        # MC dropout on the Dropout layer only: BatchNormalization stays in inference mode
+        """
+from keras import layers, Model, Input
+inputs = Input((32,))
+x = layers.Dense(64)(inputs)
+x = layers.BatchNormalization()(x)
+x = layers.Dropout(0.5)(x, training=True)
+model = Model(inputs, layers.Dense(1)(x))
+""",
+        # training passed through, default None
+        """
+import keras
+class Block(keras.layers.Layer):
+    def __init__(self):
+        super().__init__()
+        self.bn = keras.layers.BatchNormalization()
+    def call(self, inputs, training=None):
+        return self.bn(inputs, training=training)
+""",
+        # a model from another file: whether it has BatchNormalization is not visible here
+        """
+import keras
+from keras.layers import BatchNormalization
+model = keras.models.load_model("model.keras")
+y = model(x, training=True)
+""",
+        # inference mode explicitly
+        """
+import keras
+base = keras.applications.ResNet50(weights=None)
+features = base(images, training=False)
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+import keras
+from keras import layers
+model = keras.Sequential([layers.Conv2D(32, 3), layers.BatchNormalization(), layers.ReLU(), layers.Flatten(), layers.Dense(10)])
+model.fit(x_train, y_train, epochs=5)
+predictions = model(x_test, training=True)
+"""
+        ),
+        # the call() default
+        Invalid(
+            """
+import tensorflow as tf
+class ConvBlock(tf.keras.layers.Layer):
+    def __init__(self, filters):
+        super().__init__()
+        self.conv = tf.keras.layers.Conv2D(filters, 3, padding="same")
+        self.bn = tf.keras.layers.BatchNormalization()
+    def call(self, inputs, training=True):
+        return tf.nn.relu(self.bn(self.conv(inputs), training=training))
+"""
+        ),
+        # BatchNormalization wired into the graph in training mode
+        Invalid(
+            """
+from tensorflow.keras import layers, Model, Input
+inputs = Input((28, 28, 1))
+x = layers.Conv2D(16, 3)(inputs)
+x = layers.BatchNormalization()(x, training=True)
+model = Model(inputs, layers.Dense(10)(layers.Flatten()(x)))
+"""
+        ),
+        # an evaluation helper whose model is a parameter, in a file that builds BatchNormalization
+        Invalid(
+            """
+import tensorflow as tf
+def downsample(filters):
+    block = tf.keras.Sequential([tf.keras.layers.Conv2D(filters, 4, strides=2), tf.keras.layers.BatchNormalization()])
+    return block
+def evaluate(model, dataset):
+    for images, labels in dataset:
+        logits = model(images, training=True)
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        layers = ctx.keras_layers
+        for call, frame in layers.calls:
+            if training_true(call) is None or layers.in_training_step(frame) or _in_unit_test(frame):
+                continue
+            func = call.func
+            if not (isinstance(func, (cst.Call, cst.Name)) or _self_attribute(func)):
+                continue
+            carries = layers.carries_bn(func, frame)
+            if carries or (carries is None and layers.involves_bn):
+                yield Violation(call, _call_message(ctx, call))
+        for method, cls in layers.methods:
+            if method.name.value != "call" or not layers.class_builds_bn(cls):
+                continue
+            for param in all_params(method.params):
+                if param.name.value == "training" and _is_true(param.default):
+                    yield Violation(param, _default_message(cls))
+
+
+def _in_unit_test(frame) -> bool:
+    """Unit tests exercise training mode on purpose (``test_step`` is Keras' evaluation step, not a test)."""
+    return any(fn.name.value.startswith("test_") and fn.name.value != "test_step" for fn in frame.functions)
+
+
+def _self_attribute(node) -> bool:
+    return isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self"
+
+
+def _is_true(node) -> bool:
+    return isinstance(node, cst.Name) and node.value == "True"
+
+
+def _call_message(ctx: FileContext, call: cst.Call) -> str:
+    name = ctx.code(call.func)
+    if isinstance(call.func, cst.Call):
+        what = "it normalizes" if is_bn_class(ctx.imports.qualname(call.func.func)) else "its BatchNormalization normalizes"
+        return (
+            f"`{name}` is wired into the model with training=True: {what} with "
+            f"batch statistics in predict() and evaluate() too, so outputs depend on the batch and a single sample "
+            f"is normalized by itself; drop the argument (Keras passes the mode) or {_FIX_HINT}"
+        )
+    return (
+        f"`{name}` is called with training=True outside a training step: its BatchNormalization layers normalize "
+        f"with this batch's statistics and overwrite their moving averages, so results depend on the batch and "
+        f"disagree with predict(); call it with training=False (or use predict()), or {_FIX_HINT}"
+    )
+
+
+def _default_message(cls: cst.ClassDef) -> str:
+    name = cls.name.value
+    return (
+        f"`{name}.call()` defaults to training=True: every plain `{name}(...)(x)` or `model(x)` call outside "
+        f"fit()/predict() runs its BatchNormalization on batch statistics and updates the moving averages; "
+        f"default to `training=None` so Keras passes the right mode, or {_FIX_HINT}"
+    )

@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from lint.context import FileContext
+from lint.keras_layers import Frame
+from lint.names import dotted, keras_name
+from lint.rule import Invalid, Rule, Severity, Violation
+
+_API = frozenset({"set_learning_phase", "learning_phase", "learning_phase_scope"})
+
+
+class LearningPhaseApi(Rule):
+    """
+    ## What it does
+    Flags the Keras learning-phase API in any import form: `set_learning_phase(...)`,
+    `learning_phase()` (as in `K.function([model.input, K.learning_phase()], ...)` or
+    `feed_dict={K.learning_phase(): 1}`) and `learning_phase_scope(...)`, reached through
+    `keras.backend`, `tf.keras.backend`, `tf.compat.v1.keras.backend`, `tf_keras.backend`,
+    `from keras import backend as K`, `K = tf.keras.backend` or a direct import.
+
+    The message says which case applies:
+
+    - **Keras 3, and tf.keras in TF 2.16+** (which is Keras 3; `tf.compat.v1.keras` too):
+      the functions are gone and the line raises `AttributeError`. Chosen when the import path
+      is `keras` or `tensorflow` (other than the legacy `tensorflow.python.keras` copy) and
+      `target-keras` is 3 or later.
+    - **tf_keras / Keras 2**, learning phase set or fed to 1: every BatchNormalization layer
+      (and Dropout) runs in training mode at prediction.
+    - **tf_keras / Keras 2**, `set_learning_phase(...)` after a model has been built or
+      loaded in the same scope: the learning phase is captured when the model's graph is
+      built, so setting it afterwards has no effect on that model.
+    - otherwise: deprecated, and an `AttributeError` on the upgrade to Keras 3.
+
+    Severity: error.
+
+    No automatic fix: the replacement (`training=` on the model call, or `predict()`) is at
+    the call sites, not at this line.
+
+    ## Why is this bad?
+    The learning phase was Keras 1/2's global switch between training and inference
+    behaviour. Code that sets it to 1 for prediction, or feeds 1 to a `K.function`, puts
+    every BatchNormalization layer on the statistics of the batch at hand instead of its
+    moving averages: predictions depend on the batch and disagree with `predict()`. Set
+    after the model exists, it silently does nothing. And since Keras 3 (tf.keras from
+    TensorFlow 2.16) the API no longer exists, so the same lines crash with
+    `AttributeError` after an upgrade.
+
+    ## Example
+    ```python
+    from tensorflow.keras import backend as K
+
+    K.set_learning_phase(0)
+    model = build_model()
+    get_output = K.function([model.input, K.learning_phase()], [model.output])
+    predictions = get_output([x_test, 1])[0]
+    ```
+
+    ## Use instead
+    ```python
+    model = build_model()
+    predictions = model(x_test, training=False)  # or model.predict(x_test)
+    ```
+
+    ## References
+    - Keras 3 migration guide: https://keras.io/guides/migrating_to_keras_3/
+    - TensorFlow 2.16 release notes (tf.keras is Keras 3): https://github.com/tensorflow/tensorflow/releases/tag/v2.16.1
+    - Keras FAQ, the `training` argument: https://keras.io/getting_started/faq/
+    """
+
+    code = "BN005"
+    name = "learning-phase-api"
+    severity = Severity.ERROR
+    summary = "Learning-phase API: gone in Keras 3, forces training mode or does nothing in Keras 2"
+    prefilter = (("learning_phase",),)
+
+    VALID = [
+        # the replacement
+        """
+import keras
+model = keras.models.load_model("m.keras")
+predictions = model(x_test, training=False)
+""",
+        # a function of the user's own with the same name
+        """
+def set_learning_phase(value):
+    global PHASE
+    PHASE = value
+set_learning_phase(0)
+""",
+        # an attribute of some other object
+        """
+trainer.learning_phase()
+config.set_learning_phase(1)
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+import tensorflow as tf
+tf.keras.backend.set_learning_phase(0)
+model = tf.keras.models.load_model("model.h5")
+"""
+        ),
+        Invalid(
+            """
+from keras import backend as K
+get_output = K.function([model.input, K.learning_phase()], [model.output])
+predictions = get_output([x_test, 1])[0]
+"""
+        ),
+        Invalid(
+            """
+import tf_keras
+model = tf_keras.models.load_model("model.h5")
+tf_keras.backend.set_learning_phase(1)
+"""
+        ),
+        Invalid(
+            """
+import tensorflow as tf
+K = tf.compat.v1.keras.backend
+with K.learning_phase_scope(0):
+    y = model.predict(x)
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        layers = ctx.keras_layers
+        fed_one: set[int] | None = None  # one more walk, only in files that use the API
+        for index, (call, frame) in enumerate(layers.calls):
+            func = call.func
+            if not isinstance(func, (cst.Name, cst.Attribute)):
+                continue
+            qualname = layers.qualname(func)
+            canonical = keras_name(qualname)
+            if canonical is None or canonical.rsplit(".", 1)[-1] not in _API or ".backend." not in canonical + ".":
+                continue
+            api = canonical.rsplit(".", 1)[-1]
+            if fed_one is None:
+                fed_one = _fed_one(ctx)
+            text = ctx.code(func) + "()"
+            if not _alive(qualname, ctx):
+                yield Violation(call, _gone(ctx, text, id(call) in fed_one or _sets_one(call)))
+            elif id(call) in fed_one or (api != "learning_phase" and _sets_one(call)):
+                yield Violation(call, _training_at_prediction(text, fed=id(call) in fed_one))
+            elif api == "set_learning_phase" and _after_model(layers, index, frame):
+                yield Violation(call, _no_effect(text))
+            else:
+                yield Violation(call, _deprecated(text))
+
+
+def _alive(qualname: str, ctx: FileContext) -> bool:
+    """Does this import path still have the learning-phase API for the target Keras?"""
+    if qualname.startswith(("tf_keras.", "tensorflow.python.keras.")):  # Keras 2, also in TF 2.16+
+        return True
+    return ctx.target.version < (3,)  # ``keras`` and ``tf.keras`` follow the installed Keras
+
+
+def _sets_one(call: cst.Call) -> bool:
+    return bool(call.args) and _is_one(call.args[0].value)
+
+
+def _is_one(node) -> bool:
+    return (isinstance(node, cst.Integer) and node.value == "1") or (isinstance(node, cst.Name) and node.value == "True")
+
+
+def _after_model(layers, index: int, frame: Frame) -> bool:
+    """A model was built or loaded earlier in the same function (or module body)."""
+    scope = frame.functions[-1:] if frame.functions else ()
+    return any(
+        (f.functions[-1:] if f.functions else ()) == scope and layers.is_model_building(c)
+        for c, f in layers.calls[:index]
+    )
+
+
+def _fed_one(ctx: FileContext) -> set[int]:
+    """``learning_phase()`` calls fed 1: ``{K.learning_phase(): 1}``, or the input of a
+    ``K.function`` that is later called with 1 at the same position."""
+    found: set[int] = set()
+    functions: dict[str, list[tuple[int, cst.Call]]] = {}
+
+    def phase_calls(node) -> bool:
+        return isinstance(node, cst.Call) and dotted(node.func) is not None and dotted(node.func).endswith("learning_phase")
+
+    class _Visitor(cst.CSTVisitor):
+        def visit_Dict(self, node: cst.Dict) -> None:
+            for element in node.elements:
+                if isinstance(element, cst.DictElement) and phase_calls(element.key) and _is_one(element.value):
+                    found.add(id(element.key))
+
+        def visit_Assign(self, node: cst.Assign) -> None:
+            value = node.value
+            if not (isinstance(value, cst.Call) and value.args and len(node.targets) == 1):
+                return
+            name = dotted(node.targets[0].target)
+            inputs = value.args[0].value
+            if name is None or not isinstance(inputs, (cst.List, cst.Tuple)):
+                return
+            for position, element in enumerate(inputs.elements):
+                if phase_calls(element.value):
+                    functions.setdefault(name, []).append((position, element.value))
+
+        def visit_Call(self, node: cst.Call) -> None:
+            name = dotted(node.func)
+            if name not in functions or not node.args or not isinstance(node.args[0].value, (cst.List, cst.Tuple)):
+                return
+            elements = node.args[0].value.elements
+            for position, phase in functions[name]:
+                if position < len(elements) and _is_one(elements[position].value):
+                    found.add(id(phase))
+
+    ctx.module.visit(_Visitor())
+    return found
+
+
+_INSTEAD = "pass training=False to the model call (predict() and evaluate() already do)"
+
+
+def _gone(ctx: FileContext, text: str, one: bool) -> str:
+    also = (
+        "; it also fed 1 at prediction, which put every BatchNormalization layer on batch statistics"
+        if one
+        else ""
+    )
+    return (
+        f"`{text}` does not exist in {ctx.target.label} (the learning-phase API was removed in Keras 3, and tf.keras "
+        f"is Keras 3 from TensorFlow 2.16): this line raises AttributeError{also}; {_INSTEAD}"
+    )
+
+
+def _training_at_prediction(text: str, fed: bool) -> str:
+    how = "is fed 1 here" if fed else "sets the learning phase to 1"
+    return (
+        f"`{text}` {how}: every BatchNormalization layer normalizes with the statistics of "
+        f"the batch at hand instead of its moving averages, so predictions depend on the batch and disagree with "
+        f"predict(); {_INSTEAD} (the API also raises AttributeError in Keras 3)"
+    )
+
+
+def _no_effect(text: str) -> str:
+    return (
+        f"`{text}` comes after the model is built: tf_keras/Keras 2 capture the learning phase when the model's "
+        f"graph is built, so this has no effect on it (and it raises AttributeError in Keras 3); {_INSTEAD}"
+    )
+
+
+def _deprecated(text: str) -> str:
+    return (
+        f"`{text}` is the deprecated learning-phase API: it raises AttributeError in Keras 3 and in tf.keras from "
+        f"TensorFlow 2.16; {_INSTEAD}"
+    )

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from lint.context import FileContext
+from lint.rule import Invalid, Rule, Severity, Violation
+
+_PAPER = "Li et al., CVPR 2019"
+
+
+class DropoutBeforeBatchNorm(Rule):
+    """
+    ## What it does
+    Flags a Keras `Dropout` (or `SpatialDropout1D/2D/3D`) layer that feeds a
+    `BatchNormalization` layer directly: neighbours in `Sequential([...])`, consecutive
+    `model.add(...)` calls on the same model, and functional chains
+    (`x = Dropout(0.3)(x)` then `x = BatchNormalization()(x)`, or nested
+    `BatchNormalization()(Dropout(0.3)(x))`), including layers held in variables or in
+    `self.` attributes of a subclassed model. Shape-only layers in between (`Flatten`,
+    `Reshape`, `Permute`) do not separate them.
+
+    Severity: warning. The model trains and predicts, just worse than it should.
+
+    No automatic fix: reordering layers changes the architecture and any saved weights.
+
+    ## Why is this bad?
+    Dropout scales the kept activations by `1 / (1 - rate)` in training and does nothing at
+    inference, so the variance of its output differs between the two. A BatchNormalization
+    layer right after it learns its moving variance from the training-time (dropout) variance
+    and applies it at inference to activations with a different variance: every output is
+    scaled wrongly, and the error compounds through the layers that follow. Li et al. call this
+    the "variance shift" and show it costs accuracy. Put Dropout after the last
+    BatchNormalization (just before the classifier), or after BatchNormalization within a
+    block.
+
+    ## Example
+    ```python
+    model = keras.Sequential([
+        layers.Dense(256, activation="relu"),
+        layers.Dropout(0.5),
+        layers.BatchNormalization(),
+        layers.Dense(10, activation="softmax"),
+    ])
+    ```
+
+    ## Use instead
+    ```python
+    model = keras.Sequential([
+        layers.Dense(256),
+        layers.BatchNormalization(),
+        layers.Activation("relu"),
+        layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ])
+    ```
+
+    ## References
+    - Li, Chen, Hu, Yang, "Understanding the Disharmony between Dropout and Batch Normalization
+      by Variance Shift", CVPR 2019: https://arxiv.org/abs/1801.05134
+    - Keras Dropout: https://keras.io/api/layers/regularization_layers/dropout/
+    """
+
+    code = "BN006"
+    name = "dropout-before-batchnorm"
+    severity = Severity.WARNING
+    summary = "Dropout directly before BatchNormalization (variance shift)"
+    # both layers must be constructed in the file for the chain to be visible
+    prefilter = (("Dropout(", "Dropout1D(", "Dropout2D(", "Dropout3D("), ("BatchNormalization(",))
+
+    VALID = [
+        # BatchNormalization first, Dropout after
+        """
+from keras import layers, Sequential
+model = Sequential([layers.Dense(64), layers.BatchNormalization(), layers.ReLU(), layers.Dropout(0.5), layers.Dense(1)])
+""",
+        # a Dense layer in between: not "directly before"
+        """
+from tensorflow.keras import layers
+x = layers.Dropout(0.2)(inputs)
+x = layers.Dense(64)(x)
+x = layers.BatchNormalization()(x)
+""",
+        # PyTorch layers are out of scope of this Keras rule
+        """
+import torch.nn as nn
+net = nn.Sequential(nn.Dropout(0.5), nn.BatchNorm1d(64))
+""",
+        # different models
+        """
+import keras
+a = keras.Sequential()
+b = keras.Sequential()
+a.add(keras.layers.Dropout(0.5))
+b.add(keras.layers.BatchNormalization())
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+from keras import layers, Sequential
+model = Sequential([layers.Dense(256, activation="relu"), layers.Dropout(0.5), layers.BatchNormalization(), layers.Dense(10)])
+"""
+        ),
+        Invalid(
+            """
+from tensorflow.keras.models import Sequential
+from tensorflow.keras.layers import Dense, Dropout, BatchNormalization
+model = Sequential()
+model.add(Dense(128, activation="relu"))
+model.add(Dropout(0.3))
+model.add(BatchNormalization())
+"""
+        ),
+        Invalid(
+            """
+import tensorflow as tf
+x = tf.keras.layers.Conv2D(64, 3)(inputs)
+x = tf.keras.layers.SpatialDropout2D(0.2)(x)
+x = tf.keras.layers.BatchNormalization()(x)
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        for pair in ctx.keras_layers.pairs:
+            # name the Dropout layer, not its application to a tensor
+            layer = pair.dropout.func if pair.shape == "functional" else pair.dropout
+            dropout = ctx.code(layer)
+            where = {
+                "Sequential": "in this Sequential",
+                "add": "in this chain of model.add() calls",
+                "functional": "in this functional chain",
+            }[pair.shape]
+            yield Violation(
+                pair.bn,
+                f"BatchNormalization directly after `{dropout}` {where}: it learns its moving variance from the "
+                f"dropout-scaled training activations and applies it at inference, where Dropout is off, so every "
+                f"output is mis-scaled (variance shift, {_PAPER}); move the Dropout after the BatchNormalization "
+                f"(or after the last one, before the classifier)",
+            )

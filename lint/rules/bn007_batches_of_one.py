@@ -1,0 +1,433 @@
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import libcst as cst
+
+from lint.context import FileContext
+from lint.keras_layers import children
+from lint.keras_models import BN_MODEL_TOKENS
+from lint.names import dotted
+from lint.rule import Invalid, Rule, Severity, Violation
+
+# The PyTorch side is self-contained here: a shared PyTorch analysis (``lint/torch_modules.py``)
+# did not exist when this rule was written. Move ``_TorchFacts`` there once it does.
+_TORCH_BN = re.compile(r"^(Lazy)?BatchNorm[123]d$|^SyncBatchNorm$")
+_TORCHVISION_BN = re.compile(
+    r"^(resnet\d+|resnext\w+|wide_resnet\w+|densenet\d+|mobilenet_v[23]\w*|efficientnet\w*|regnet_\w+"
+    r"|inception_v3|googlenet|shufflenet\w*|mnasnet\w*)$"
+)
+_TORCH_BN_TOKENS = ("resnet", "resnext", "densenet", "mobilenet", "efficientnet", "regnet", "inception",
+                    "googlenet", "shufflenet", "mnasnet")
+_TENSOR_MAKERS = frozenset({"randn", "rand", "zeros", "ones", "empty", "full", "normal", "uniform", "random"})
+
+_KERAS_EFFECT = (
+    "a Dense layer's BatchNormalization sees a batch variance of exactly 0 (its output collapses to beta) and "
+    "drags its moving variance towards 0, a convolutional one normalizes each image by its own spatial "
+    "statistics, so predict() disagrees with training"
+)
+_TORCH_EFFECT = (
+    "BatchNorm1d raises \"Expected more than 1 value per channel when training\", BatchNorm2d normalizes the "
+    "image by its own spatial statistics, noisy and biased, and both pull the running statistics off"
+)
+
+
+class BatchesOfOne(Rule):
+    """
+    ## What it does
+    Flags BatchNormalization trained on batches of one sample:
+
+    - Keras: `model.fit(..., batch_size=1)` (or a `tf.data` dataset `.batch(1)` passed to
+      `fit`) on a model with BatchNormalization;
+    - PyTorch: a training `DataLoader` with `batch_size=1`, or with no `batch_size` at all
+      (PyTorch's default is 1), in a file whose model has BatchNorm (`nn.BatchNorm1d/2d/3d`,
+      `SyncBatchNorm`, or a torchvision resnet/densenet/mobilenet/efficientnet/regnet/
+      inception/... model);
+    - PyTorch: a training `DataLoader` without `drop_last=True` whose dataset size `N` and
+      batch size `B` are visible in the file (literals, constants, `TensorDataset` of
+      `torch.randn(N, ...)`, `range(N)`, `random_split(ds, [a, b])`, slices) with
+      `N % B == 1`, so the last batch of every epoch holds one sample.
+
+    A `DataLoader` counts as a training loader when it shuffles (`shuffle=True`), when its
+    name or dataset mentions "train", or when a loop over it calls `.backward()` or
+    `.step()`; evaluation loaders with batches of one are harmless (BatchNorm is in eval mode
+    there) and are not reported. Where the model's BatchNorm or the sizes live in another
+    file, the rule stays silent.
+
+    Severity: warning.
+
+    No automatic fix: the right batch size depends on memory and data.
+
+    ## Why is this bad?
+    BatchNormalization normalizes with the statistics of the batch. With one sample there
+    are none worth the name: a Dense layer's BatchNormalization sees a batch variance of
+    exactly 0, so its training output collapses to its offset and its moving variance is
+    pulled towards 0; a convolutional one normalizes one image by its own spatial
+    statistics, noisy and biased. The moving averages learned that way do not match what the
+    layer saw in training, and inference disagrees with training. PyTorch's `BatchNorm1d`
+    refuses outright: "Expected more than 1 value per channel when training", which on a
+    last batch of one crashes at the end of the first epoch.
+
+    ## Example
+    ```python
+    model.fit(x_train, y_train, batch_size=1, epochs=10)
+
+    train_set = TensorDataset(torch.randn(1025, 20), labels)
+    loader = DataLoader(train_set, batch_size=64, shuffle=True)  # last batch: 1 sample
+    ```
+
+    ## Use instead
+    ```python
+    model.fit(x_train, y_train, batch_size=32, epochs=10)
+
+    loader = DataLoader(train_set, batch_size=64, shuffle=True, drop_last=True)
+    ```
+
+    If memory allows only tiny batches, keep BatchNormalization frozen (Keras:
+    `trainable = False` on its layers; PyTorch: `.eval()` on the BatchNorm modules) or use
+    GroupNormalization / LayerNormalization instead.
+
+    ## References
+    - Ioffe & Szegedy, "Batch Normalization", ICML 2015: https://arxiv.org/abs/1502.03167
+    - Wu & He, "Group Normalization", ECCV 2018: https://arxiv.org/abs/1803.08494
+    - PyTorch `DataLoader` (`batch_size=1` default, `drop_last`): https://pytorch.org/docs/stable/data.html
+    """
+
+    code = "BN007"
+    name = "batchnorm-batches-of-one"
+    severity = Severity.WARNING
+    summary = "BatchNormalization trained on batches of one sample"
+    # Keras: a literal batch size of 1 (or a ``*_SIZE = 1`` constant); PyTorch: any DataLoader
+    prefilter = (
+        ("batch_size=1", "batch_size = 1", "SIZE = 1", "SIZE=1", ".batch(1)", "DataLoader"),
+        BN_MODEL_TOKENS + _TORCH_BN_TOKENS,
+    )
+
+    VALID = [
+        """
+import keras
+model = keras.Sequential([keras.layers.Dense(16), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+model.fit(x, y, batch_size=32)
+""",
+        # no BatchNormalization: batches of one are fine (online learning)
+        """
+import keras
+model = keras.Sequential([keras.layers.Dense(16), keras.layers.Dense(1)])
+model.fit(x, y, batch_size=1)
+""",
+        # an evaluation loader with batches of one
+        """
+import torch.nn as nn
+from torch.utils.data import DataLoader
+net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+test_loader = DataLoader(test_set, batch_size=1)
+""",
+        # drop_last=True settles the last batch
+        """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+bn = torch.nn.BatchNorm1d(20)
+train_set = TensorDataset(torch.randn(1025, 20), torch.zeros(1025))
+loader = DataLoader(train_set, batch_size=64, shuffle=True, drop_last=True)
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+from tensorflow import keras
+model = keras.Sequential([keras.layers.Dense(64), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+model.compile("adam", "mse")
+model.fit(x_train, y_train, batch_size=1, epochs=20)
+"""
+        ),
+        Invalid(
+            """
+import torchvision
+from torch.utils.data import DataLoader
+model = torchvision.models.resnet18(num_classes=10)
+train_loader = DataLoader(train_set, batch_size=1, shuffle=True)
+"""
+        ),
+        # the last batch of one
+        Invalid(
+            """
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+N = 1025
+net = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 2))
+dataset = TensorDataset(torch.randn(N, 20), torch.randint(0, 2, (N,)))
+loader = DataLoader(dataset, batch_size=64, shuffle=True)
+"""
+        ),
+        # PyTorch's default batch_size is 1
+        Invalid(
+            """
+import torch.nn as nn
+import torch.utils.data as data
+model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16))
+loader = data.DataLoader(train_dataset, shuffle=True)
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        facts = _Facts(ctx)
+        yield from self._keras(ctx, facts)
+        if ctx.imports.imports_from("torch") and facts.torch_bn:
+            yield from self._torch(ctx, facts)
+
+    def _keras(self, ctx: FileContext, facts: "_Facts") -> Iterator[Violation]:
+        layers = ctx.keras_layers
+        for call, frame in layers.calls:
+            func = call.func
+            if not (isinstance(func, cst.Attribute) and func.attr.value == "fit"):
+                continue
+            how = _keras_batch_of_one(call, facts)
+            if how is None:
+                continue
+            carries = layers.carries_bn(func.value, frame)
+            if carries or (carries is None and layers.involves_bn):
+                owner = ctx.code(func.value)
+                yield Violation(
+                    call,
+                    f"`{owner}.fit()` trains on batches of one ({how}): {_KERAS_EFFECT}; use a batch size of 16 or "
+                    f"more, or keep the BatchNormalization layers frozen (trainable = False) or use "
+                    f"GroupNormalization/LayerNormalization",
+                )
+
+    def _torch(self, ctx: FileContext, facts: "_Facts") -> Iterator[Violation]:
+        for call, name in facts.loaders:
+            if not facts.is_training_loader(call, name, ctx):
+                continue
+            label = f"`{name}`" if name else "this DataLoader"
+            if any(_keyword(call, k) is not None for k in ("batch_sampler", "sampler")) and _batch_arg(call) is None:
+                continue
+            size = _batch_arg(call)
+            batch = 1 if size is None else facts.int_of(size)
+            if batch == 1:
+                how = "batch_size=1" if size is not None else "DataLoader's default batch_size is 1"
+                yield Violation(
+                    call,
+                    f"{label} feeds a model with BatchNorm batches of one sample ({how}): {_TORCH_EFFECT}; "
+                    f"use batch_size=16 or more, or keep the BatchNorm modules in eval() / use GroupNorm",
+                )
+                continue
+            drop_last = _keyword(call, "drop_last")
+            if batch is None or batch < 2 or drop_last is not None:
+                continue
+            dataset = _keyword(call, "dataset") or (call.args[0].value if call.args and call.args[0].keyword is None else None)
+            samples = facts.size_of(dataset) if dataset is not None else None
+            if samples is not None and samples % batch == 1:
+                yield Violation(
+                    call,
+                    f"{label} splits {samples} samples into batches of {batch}, so the last batch of every epoch "
+                    f"holds one sample: {_TORCH_EFFECT}; pass drop_last=True",
+                )
+
+
+def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    return next((a.value for a in call.args if a.keyword is not None and a.keyword.value == name), None)
+
+
+def _batch_arg(call: cst.Call) -> cst.BaseExpression | None:
+    value = _keyword(call, "batch_size")
+    if value is None:
+        positional = [a.value for a in call.args if a.keyword is None and not a.star]
+        value = positional[1] if len(positional) > 1 else None
+    return value
+
+
+def _keras_batch_of_one(call: cst.Call, facts: "_Facts") -> str | None:
+    """How a ``fit`` call trains on batches of one, or None."""
+    batch = _keyword(call, "batch_size")
+    positional = [a.value for a in call.args if a.keyword is None and not a.star]
+    if batch is None and len(positional) > 2:
+        batch = positional[2]  # fit(x, y, batch_size, ...)
+    if batch is not None and facts.int_of(batch) == 1:
+        return "batch_size=1"
+    data = _keyword(call, "x") or (positional[0] if positional else None)
+    if data is not None and facts.batched_by_one(data):
+        return "the dataset is batched with .batch(1)"
+    return None
+
+
+class _Facts:
+    """Literal sizes, loaders and BatchNorm use in one file (scope-insensitive; ambiguous names give up).
+
+    Built from what ``ctx.keras_layers`` already collected: no second walk over the tree."""
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        layers = ctx.keras_layers
+        self.values: dict[str, list[cst.BaseExpression]] = {}
+        self.split_sizes: dict[str, list[cst.BaseExpression]] = {}
+        self.loaders: list[tuple[cst.Call, str | None]] = []
+        for target, value in layers.assignments:
+            self._bind(target, value)
+        named = {id(call) for call, _ in self.loaders}
+        self.loaders += [(call, None) for call, _ in layers.calls if id(call) not in named and self._is_loader(call)]
+        self.trained_names = {name for loop in layers.loops if (name := _loop_over(loop)) and _trains(loop.body)}
+        self.torch_bn = any(self.is_torch_bn(node) for node in layers.references.values())
+
+    def _bind(self, target, value) -> None:
+        if isinstance(target, cst.Name):
+            self.values.setdefault(target.value, []).append(value)
+            if self._is_loader(value):
+                self.loaders.append((value, target.value))
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            # ``train_set, val_set = random_split(dataset, [900, 101])``
+            sizes = None
+            if isinstance(value, cst.Call) and (dotted(value.func) or "").endswith("random_split") and len(value.args) > 1:
+                lengths = value.args[1].value
+                if isinstance(lengths, (cst.List, cst.Tuple)) and len(lengths.elements) == len(target.elements):
+                    sizes = [e.value for e in lengths.elements]
+            for i, element in enumerate(target.elements):
+                if isinstance(element.value, cst.Name):
+                    name = element.value.value
+                    if sizes is not None:
+                        self.split_sizes.setdefault(name, []).append(sizes[i])
+                    else:  # unpacked from something else: two entries, never a single known value
+                        self.values.setdefault(name, []).extend([cst.Name("_unknown")] * 2)
+
+    def _is_loader(self, node) -> bool:
+        if not isinstance(node, cst.Call) or not isinstance(node.func, (cst.Name, cst.Attribute)):
+            return False
+        qualname = self.ctx.imports.qualname(node.func) or ""
+        return qualname.rsplit(".", 1)[-1] == "DataLoader" and (qualname.startswith("torch.") or "." not in qualname)
+
+    def is_torch_bn(self, node) -> bool:
+        last = node.value if isinstance(node, cst.Name) else node.attr.value
+        if not (_TORCH_BN.match(last) or _TORCHVISION_BN.match(last)):
+            return False
+        qualname = self.ctx.imports.qualname(node) or ""
+        if _TORCH_BN.match(last):
+            return qualname.startswith("torch.") or "." not in qualname
+        return qualname.startswith("torchvision.")
+
+    def is_training_loader(self, call: cst.Call, name: str | None, ctx: FileContext) -> bool:
+        shuffle = _keyword(call, "shuffle")
+        if isinstance(shuffle, cst.Name) and shuffle.value == "True":
+            return True
+        if name is not None and name in self.trained_names:
+            return True
+        dataset = call.args[0].value if call.args else None
+        texts = [name or ""] + ([ctx.code(dataset)] if dataset is not None else [])
+        return any("train" in t.lower() for t in texts)
+
+    # -- values ----------------------------------------------------------------------------
+
+    def _single(self, name: str) -> cst.BaseExpression | None:
+        values = self.values.get(name, [])
+        return values[0] if len(values) == 1 else None
+
+    def int_of(self, node, depth: int = 0) -> int | None:
+        if depth > 8 or node is None:
+            return None
+        if isinstance(node, cst.Integer):
+            try:
+                return int(node.value, 0)
+            except ValueError:
+                return None
+        if isinstance(node, cst.Name):
+            return self.int_of(self._single(node.value), depth + 1)
+        if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+            value = self.int_of(node.expression, depth + 1)
+            return None if value is None else -value
+        if isinstance(node, cst.BinaryOperation):
+            left, right = self.int_of(node.left, depth + 1), self.int_of(node.right, depth + 1)
+            if left is None or right is None:
+                return None
+            op = node.operator
+            if isinstance(op, cst.Add):
+                return left + right
+            if isinstance(op, cst.Subtract):
+                return left - right
+            if isinstance(op, cst.Multiply):
+                return left * right
+            if isinstance(op, cst.FloorDivide) and right:
+                return left // right
+        return None
+
+    def size_of(self, node, depth: int = 0) -> int | None:
+        """The number of samples of a dataset or tensor expression, where the file shows it."""
+        if depth > 8 or node is None:
+            return None
+        if isinstance(node, cst.Name):
+            if node.value in self.split_sizes:
+                sizes = self.split_sizes[node.value]
+                return self.int_of(sizes[0]) if len(sizes) == 1 else None
+            return self.size_of(self._single(node.value), depth + 1)
+        if isinstance(node, (cst.List, cst.Tuple)):
+            return len(node.elements) if all(isinstance(e, cst.Element) for e in node.elements) else None
+        if isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Slice):
+            part = node.slice[0].slice
+            whole = self.size_of(node.value, depth + 1)
+            start = self.int_of(part.lower) if part.lower is not None else 0
+            stop = self.int_of(part.upper) if part.upper is not None else whole
+            if part.step is not None or start is None or stop is None:
+                return None
+            if whole is not None:
+                stop = min(stop, whole)
+            return max(stop - start, 0)
+        if not isinstance(node, cst.Call):
+            return None
+        last = node.func.attr.value if isinstance(node.func, cst.Attribute) else dotted(node.func)
+        args = [a.value for a in node.args if a.keyword is None]
+        if last in ("TensorDataset", "list", "tuple", "tensor", "as_tensor", "array", "asarray", "from_numpy"):
+            return self.size_of(args[0], depth + 1) if args else None
+        if last == "Subset":
+            return self.size_of(args[1] if len(args) > 1 else _keyword(node, "indices"), depth + 1)
+        if last in ("range", "arange"):
+            ints = [self.int_of(a) for a in args[:2]]
+            if None in ints or not ints:
+                return None
+            return ints[0] if len(ints) == 1 else ints[1] - ints[0]
+        if last == "randint":
+            shape = _keyword(node, "size") or (args[2] if len(args) > 2 else None)
+            return self._first_dim(shape)
+        if last in _TENSOR_MAKERS:
+            shape = _keyword(node, "size") or (args[0] if args else None)
+            return self._first_dim(shape)
+        return None
+
+    def _first_dim(self, shape) -> int | None:
+        if isinstance(shape, (cst.Tuple, cst.List)):
+            return self.int_of(shape.elements[0].value) if shape.elements else None
+        return self.int_of(shape)
+
+    def batched_by_one(self, node, depth: int = 0) -> bool:
+        """A ``tf.data`` pipeline with ``.batch(1)`` in its chain of method calls."""
+        if depth > 8:
+            return False
+        if isinstance(node, cst.Name):
+            return any(self.batched_by_one(v, depth + 1) for v in self.values.get(node.value, []))
+        while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            if node.func.attr.value == "batch" and node.args and self.int_of(node.args[0].value) == 1:
+                return True
+            node = node.func.value
+        return isinstance(node, cst.Name) and self.batched_by_one(node, depth + 1)
+
+
+def _loop_over(loop: cst.For) -> str | None:
+    """The loader a loop iterates: ``for b in loader``, ``enumerate(loader)``, ``tqdm(loader)``."""
+    node = loop.iter
+    while isinstance(node, cst.Call) and node.args:
+        node = node.args[0].value
+    return node.value if isinstance(node, cst.Name) else None
+
+
+def _trains(body) -> bool:
+    """Does a loop body call ``.backward()`` or ``.step()``?"""
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in (
+            "backward",
+            "step",
+        ):
+            return True
+        stack.extend(children(node))
+    return False
