@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from lint.config import Settings
     from lint.keras_layers import KerasLayers
     from lint.keras_models import KerasModels
+    from lint.torch_modules import TorchModules
 
 
 class FileContext:
@@ -40,6 +41,12 @@ class FileContext:
         from lint.keras_layers import KerasLayers
 
         return KerasLayers(self.module, self.imports, self.keras_models, self.settings.extra_batchnorm_models)
+
+    @cached_property
+    def torch_modules(self) -> "TorchModules":
+        from lint.torch_modules import TorchModules
+
+        return TorchModules(self.module, self.imports, self.path)
 
     def code(self, node: cst.CSTNode) -> str:
         """The source text of a node, for messages."""

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from lint.context import FileContext
+from lint.rule import Invalid, Rule, Severity, Violation
+from lint.torch_modules import TORCH_BN_TOKENS, Forward, Freeze
+
+
+class FrozenBackboneBatchNormUpdates(Rule):
+    """
+    ## What it does
+    Flags PyTorch parameters frozen (`p.requires_grad = False` over `parameters()`,
+    `requires_grad_(False)`) on a module that contains BatchNorm (a torchvision
+    resnet/densenet/mobilenet/efficientnet/regnet/inception/... model, a `torch.hub.load` of
+    one, an `nn.Module` of the same file with `nn.BatchNorm*`/`nn.SyncBatchNorm`, an
+    `nn.Sequential` holding BatchNorm) when that module then runs a training step in training
+    mode: it is called in a loop or function that calls `.backward()` after `.train()` (or
+    fresh from its constructor, which builds it in training mode), and nothing keeps its
+    BatchNorm layers in eval mode: no `.eval()` on the frozen part or on its BatchNorm
+    modules after `.train()`, no `FrozenBatchNorm2d`, no override of `train()` that puts them
+    back in eval mode.
+
+    Helpers of the same file are followed with the caller's values (`freeze(model)`,
+    `train_one_epoch(model, ...)`, `model.train()` of a class that overrides `train()`); a
+    model whose training happens in another file (a Lightning `Trainer`, a parameter nobody
+    passes here) is not reported.
+
+    ## Why is this bad?
+    `requires_grad = False` stops the gradient, not the running-statistics update. In
+    training mode every BatchNorm layer normalizes with the batch's mean and variance and
+    overwrites its `running_mean`/`running_var` with them (momentum 0.1 per step), whether its
+    weights are frozen or not. The "frozen" backbone drifts away from the statistics it was
+    pretrained with, towards those of small, differently distributed fine-tuning batches;
+    at `eval()` time it normalizes with statistics its frozen weights were never trained
+    with, and accuracy drops, sometimes sharply with small batches.
+
+    ## Example
+    ```python
+    model = torchvision.models.resnet50(weights="IMAGENET1K_V2")
+    for p in model.parameters():
+        p.requires_grad = False
+    model.fc = nn.Linear(2048, 10)
+    model.train()
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    model.train()
+    for m in model.modules():  # keep the frozen BatchNorm statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    for x, y in loader:
+        ...
+    ```
+
+    Or put the frozen part in eval mode after every `model.train()` (`model.backbone.eval()`),
+    override `train()` to do it, or build the backbone with
+    `norm_layer=torchvision.ops.FrozenBatchNorm2d`. No automatic fix: where training mode is
+    set again (each epoch, in a helper) is the author's structure to keep.
+
+    ## References
+    - PyTorch `BatchNorm2d` (running statistics in training mode): https://pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html
+    - PyTorch autograd, "Locally disabling gradient computation" (`requires_grad` vs modes): https://pytorch.org/docs/stable/notes/autograd.html
+    - torchvision `FrozenBatchNorm2d`: https://pytorch.org/vision/stable/generated/torchvision.ops.FrozenBatchNorm2d.html
+    """
+
+    code = "BN101"
+    name = "torch-frozen-batchnorm-updates"
+    severity = Severity.WARNING
+    summary = "PyTorch: frozen backbone whose BatchNorm still updates its running statistics"
+    prefilter = (("torch",), ("requires_grad",), TORCH_BN_TOKENS)
+
+    VALID = [
+        # the frozen BatchNorm layers are put back in eval mode after train()
+        """
+import torch
+import torch.nn as nn
+from torchvision import models
+model = models.resnet18(weights="DEFAULT")
+for p in model.parameters():
+    p.requires_grad = False
+model.fc = nn.Linear(512, 10)
+model.train()
+for m in model.modules():
+    if isinstance(m, nn.BatchNorm2d):
+        m.eval()
+for x, y in loader:
+    nn.functional.cross_entropy(model(x), y).backward()
+""",
+        # FrozenBatchNorm2d: no running statistics to update
+        """
+import torchvision
+from torchvision.ops import FrozenBatchNorm2d
+model = torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d)
+model.requires_grad_(False)
+model.fc.requires_grad_(True)
+for x, y in loader:
+    criterion(model(x), y).backward()
+""",
+        # a frozen feature extractor used under no_grad in eval mode
+        """
+import torch
+from torchvision.models import efficientnet_b0
+backbone = efficientnet_b0(weights="DEFAULT").eval()
+backbone.requires_grad_(False)
+head = torch.nn.Linear(1280, 5)
+for x, y in loader:
+    with torch.no_grad():
+        feats = backbone(x)
+    criterion(head(feats), y).backward()
+""",
+        # VGG16 has no BatchNorm
+        """
+import torchvision
+model = torchvision.models.vgg16(weights="DEFAULT")
+for p in model.features.parameters():
+    p.requires_grad = False
+model.train()
+for x, y in loader:
+    criterion(model(x), y).backward()
+""",
+        # the model comes from another file: no guess
+        """
+import torch
+from mylib import build_model
+model = build_model()
+for p in model.parameters():
+    p.requires_grad = False
+for x, y in loader:
+    criterion(model(x), y).backward()
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+import torch
+import torch.nn as nn
+from torchvision import models
+model = models.resnet50(weights="IMAGENET1K_V2")
+for param in model.parameters():
+    param.requires_grad = False
+model.fc = nn.Linear(2048, 10)
+model.train()
+for x, y in loader:
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+"""
+        ),
+        # a backbone frozen inside its own module, trained without an explicit train()
+        Invalid(
+            """
+import torch.nn as nn
+import torchvision
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torchvision.models.mobilenet_v2(weights="DEFAULT").features
+        self.backbone.requires_grad_(False)
+        self.head = nn.Linear(1280, 3)
+    def forward(self, x):
+        return self.head(self.backbone(x).mean((2, 3)))
+net = Classifier()
+for x, y in loader:
+    loss_fn(net(x), y).backward()
+"""
+        ),
+        # a module of this file with BatchNorm, frozen by a helper, trained by a helper
+        Invalid(
+            """
+import torch
+from torch import nn
+encoder = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU())
+def freeze(module):
+    for p in module.parameters():
+        p.requires_grad_(False)
+def train_one_epoch(model, loader, opt):
+    model.train()
+    for x, y in loader:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+freeze(encoder)
+train_one_epoch(encoder, loader, opt)
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        tm = ctx.torch_modules
+        if tm.uses_frozen_bn:  # BatchNorm may be swapped for FrozenBatchNorm2d: prefer silence
+            return
+        freezes = tm.all_of(Freeze)
+        if not freezes:
+            return
+        reported: set[int] = set()
+        for forward in tm.all_of(Forward):
+            if forward.context != "training" or forward.mode != "train":
+                continue
+            for freeze in freezes:
+                if id(freeze.node) in reported:
+                    continue
+                if freeze.module.within(forward.module):
+                    part = freeze.module
+                elif forward.module.within(freeze.module):
+                    part = forward.module
+                else:
+                    continue
+                if part.contains_bn() is not True or tm.mode_in(part, forward.state)[0] != "train":
+                    continue
+                if tm.bn_kept_in_eval(part, forward.state):
+                    continue
+                reported.add(id(freeze.node))
+                name = freeze.name or part.label
+                trained = ctx.code(forward.node.func)
+                yield Violation(
+                    freeze.node,
+                    f"`{name}` is frozen, but `{trained}(...)` trains in training mode, so its BatchNorm layers "
+                    f"keep overwriting running_mean/running_var (requires_grad stops gradients, not statistics): "
+                    f"after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use "
+                    f"FrozenBatchNorm2d",
+                )

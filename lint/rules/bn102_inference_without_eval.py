@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from lint.context import FileContext
+from lint.rule import Invalid, Rule, Severity, Violation
+from lint.torch_modules import TORCH_BN_TOKENS, EvalCarriedOver, Forward
+
+
+class InferenceWithoutEval(Rule):
+    """
+    ## What it does
+    Flags a PyTorch module with BatchNorm that is called for inference while in training
+    mode:
+
+    - called under `torch.no_grad()` / `torch.inference_mode()` /
+      `torch.set_grad_enabled(False)`, in a function decorated with one of them, or in a
+      function named like predict/evaluate/eval/test/infer/validate, with no `.eval()` on it
+      before the call on that path. PyTorch builds every module in training mode, so this
+      includes a model fresh from a torchvision constructor, `torch.hub.load` or
+      `timm.create_model` that is never put in eval mode;
+    - an `.eval()` inside an epoch loop (for validation) with no `.train()` back before the
+      next epoch's training step, so every epoch after the first trains in eval mode.
+
+    Paths are followed through helpers of the same file: `evaluate(model, loader)` after
+    `train_one_epoch(model, ...)` is reported at the forward call inside `evaluate` when
+    neither helper nor the caller calls `model.eval()`. Where the two branches of an `if`
+    disagree, or the model comes from another file (`torch.load`, a parameter nobody passes
+    here), the rule stays silent. `test_*` functions of pytest files are not inference.
+
+    ## Why is this bad?
+    `torch.no_grad()` only turns off gradient tracking; it does not change the mode. In
+    training mode every BatchNorm layer normalizes with the statistics of the batch at hand
+    and updates its running statistics with them: predictions depend on what else is in the
+    batch (a batch of one is normalized by itself), evaluation metrics are wrong, and
+    evaluating on test data silently moves the running statistics towards the test set. The
+    opposite mistake, leaving the model in eval mode after validation, trains every later
+    epoch with BatchNorm frozen on its running statistics (and Dropout off).
+
+    ## Example
+    ```python
+    model = torchvision.models.resnet50(weights="DEFAULT")
+    with torch.no_grad():
+        logits = model(images)
+
+    for epoch in range(epochs):
+        for x, y in train_loader:
+            loss_fn(model(x), y).backward()
+        model.eval()
+        validate(model)
+    ```
+
+    ## Use instead
+    ```python
+    model = torchvision.models.resnet50(weights="DEFAULT")
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+
+    for epoch in range(epochs):
+        model.train()
+        for x, y in train_loader:
+            loss_fn(model(x), y).backward()
+        model.eval()
+        validate(model)
+    ```
+
+    No automatic fix: where the mode belongs (before the loop, in the helper, at the call
+    site) depends on the code's structure.
+
+    ## References
+    - `nn.Module.eval`: https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.eval
+    - PyTorch autograd, "Evaluation mode (nn.Module.eval())" vs `no_grad`: https://pytorch.org/docs/stable/notes/autograd.html#locally-disabling-gradient-computation
+    - `torch.hub.load` (models returned in training mode): https://pytorch.org/docs/stable/hub.html
+    """
+
+    code = "BN102"
+    name = "torch-inference-without-eval"
+    severity = Severity.WARNING
+    summary = "PyTorch: model with BatchNorm used for inference in training mode"
+    prefilter = (
+        ("torch",),
+        ("no_grad", "inference_mode", "set_grad_enabled", "eval", "predict", "infer", "test", "valid"),
+        TORCH_BN_TOKENS,
+    )
+
+    VALID = [
+        # eval() before no_grad
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+model.eval()
+with torch.no_grad():
+    out = model(batch)
+""",
+        # a model without BatchNorm (and without Dropout) behaves the same in both modes
+        """
+import torch
+import torch.nn as nn
+net = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 1))
+with torch.no_grad():
+    out = net(x)
+""",
+        # loaded from a file: its mode was pickled with it
+        """
+import torch
+model = torch.load("model.pt")
+with torch.no_grad():
+    out = model(x)
+""",
+        # the epoch loop puts the model back in training mode at its start
+        """
+import torch
+from torchvision.models import resnet18
+model = resnet18()
+for epoch in range(5):
+    model.train()
+    for x, y in train_loader:
+        loss_fn(model(x), y).backward()
+    model.eval()
+    with torch.no_grad():
+        val = model(x_val)
+""",
+        # an evaluate() helper nobody calls in this file: its caller may call eval()
+        """
+import torch
+def evaluate(model, loader):
+    with torch.no_grad():
+        return [model(x) for x, _ in loader]
+""",
+    ]
+
+    INVALID = [
+        Invalid(
+            """
+import torch
+import torchvision.models as models
+model = models.densenet121(weights="DEFAULT")
+with torch.no_grad():
+    probs = model(images).softmax(1)
+"""
+        ),
+        # torch.hub models come back in training mode
+        Invalid(
+            """
+import torch
+model = torch.hub.load("pytorch/vision", "resnet18", weights="IMAGENET1K_V1")
+@torch.inference_mode()
+def embed(batch):
+    return model(batch)
+embed(images)
+"""
+        ),
+        # evaluate() after a training epoch, and eval() left for the next epoch
+        Invalid(
+            """
+import torch
+import torch.nn as nn
+net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(2))
+def evaluate(model, loader):
+    with torch.no_grad():
+        return sum((model(x).argmax(1) == y).sum() for x, y in loader)
+net.train()
+for x, y in train_loader:
+    loss_fn(net(x), y).backward()
+evaluate(net, val_loader)
+"""
+        ),
+        Invalid(
+            """
+import torch
+from torchvision.models import mobilenet_v2
+model = mobilenet_v2(num_classes=10)
+model.train()
+for epoch in range(20):
+    for x, y in train_loader:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x_val).argmax(1) == y_val).float().mean()
+"""
+        ),
+    ]
+
+    def check(self, ctx: FileContext) -> Iterator[Violation]:
+        tm = ctx.torch_modules
+        reported: set[int] = set()
+        for event in tm.all_of(Forward):
+            if event.context != "inference" or event.mode != "train" or id(event.node) in reported:
+                continue
+            if event.module.contains_bn() is not True:
+                continue
+            reported.add(id(event.node))
+            name = ctx.code(event.node.func)
+            where = _where(event.reason)
+            since = _since(ctx, event)
+            via = f" (reached through `{ctx.code(event.via)}`)" if event.via is not None else ""
+            note = " (no_grad does not change the mode)" if "grad" in event.reason or "inference" in event.reason else ""
+            yield Violation(
+                event.node,
+                f"`{name}` is called {where}{via} in training mode ({since}): its BatchNorm layers normalize "
+                f"with the batch's own statistics and overwrite their running statistics{note}; call "
+                f"`{_root(name)}.eval()` before it",
+            )
+        for event in tm.of(EvalCarriedOver):
+            call = event.eval_call
+            name = ctx.code(call.func.value) if call is not None and hasattr(call, "func") else event.module.label
+            how = f"`{name}.eval()`" if call is event.node else f"`{ctx.code(event.node)}` (it calls `{name}.eval()`)"
+            yield Violation(
+                event.node,
+                f"{how} in the training loop is never undone: from the next iteration on, training runs in eval "
+                f"mode (BatchNorm frozen on its running statistics, Dropout off); call `.train()` on the model at "
+                f"the start of each epoch",
+            )
+
+
+def _where(reason: str) -> str:
+    if reason.startswith("@"):
+        return f"in a function decorated `{reason}`"
+    if reason.startswith("torch."):
+        return f"under `{reason}`"
+    return f"in `{reason}`"
+
+
+def _since(ctx: FileContext, event: Forward) -> str:
+    node = event.mode_node
+    if node is None:
+        return "PyTorch builds modules in training mode"
+    code = ctx.code(node)
+    if len(code) > 60:
+        code = code[:57] + "..."
+    if code.endswith(".train()") or ".train(" in code:
+        return f"set by `{code}`"
+    return f"`{code}` builds it in training mode"
+
+
+def _root(name: str) -> str:
+    return name[: -len(".forward")] if name.endswith(".forward") else name
