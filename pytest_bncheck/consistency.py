@@ -1,0 +1,254 @@
+"""``check_bn_consistency``: do a model's inference numbers on its training data match fit's?
+
+Three numbers per metric (``loss`` and every compiled metric, keyed as in ``history.history``):
+
+1. **fit**: the last epoch of ``history``, a running mean in training mode while the
+   weights moved;
+2. **train mode**: the final weights in training mode (batch statistics, dropout on), without
+   updating anything;
+3. **inference**: the final weights in inference mode (moving statistics), as ``evaluate``.
+
+The check fails when inference disagrees with fit (better is fine for metrics of known
+direction; see :mod:`pytest_bncheck.metrics`).  The cause is ``"batchnorm"`` when training
+mode agrees with fit on every failing metric (the only thing that changed between 2 and 3 is
+the statistics BatchNormalization normalizes with) and ``"other"`` when training mode shares
+the gap.  A fourth number, inference after recalibrating a *copy* of the moving statistics
+(the exact population statistics of each layer's inputs, see :mod:`pytest_bncheck.stats`),
+says whether :func:`~pytest_bncheck.recalibrate.recalibrate_batchnorm` would close the gap.
+
+Cost: two reads of the data, three forward passes per batch (training mode with the moments,
+inference, inference recalibrated), compiled with ``tf.function``; no backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pytest_bncheck import _keras
+from pytest_bncheck.data import make_batches
+from pytest_bncheck.diagnosis import advise, diagnose_layer, update_notes
+from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
+from pytest_bncheck.layers import BatchNormRef, find_batchnorm_layers
+from pytest_bncheck.metrics import agrees, direction, resolve
+from pytest_bncheck.passes import passes_for
+from pytest_bncheck.report import BNConsistencyError, BNConsistencyReport, MetricComparison
+
+DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays when fit() is given no batch_size
+
+
+def check_bn_consistency(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    history: Any = None,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    sample_weight: Any = None,
+    class_weight: dict | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    raise_on_failure: bool = True,
+) -> BNConsistencyReport:
+    """Check that ``model``'s inference-mode metrics on ``x``/``y`` match its fit-time ones.
+
+    Give ``batch_size``, ``steps`` and ``class_weight`` as they were given to ``fit`` (training
+    mode statistics depend on the batch size; ``History`` does not record it).  ``history`` is
+    the ``History`` returned by ``fit`` (default: the model's last one).  Raises
+    :class:`BNConsistencyError` (an ``AssertionError`` carrying ``.report``) when the check
+    fails and ``raise_on_failure`` is true; bad input raises
+    :class:`~pytest_bncheck.errors.BNCheckInputError`.  The model is left bit-identical.
+    """
+    __tracebackhide__ = True
+    report = run_check(
+        model, x, y, history=history, batch_size=batch_size, steps=steps, sample_weight=sample_weight,
+        class_weight=class_weight, tolerance={"atol": atol, "rtol": rtol},
+    )
+    if raise_on_failure and not report.passed:
+        raise BNConsistencyError(report)
+    return report
+
+
+def validate_model(model: Any, *, compiled: bool = True) -> None:
+    keras = _keras.keras()
+    if not isinstance(model, keras.Model):
+        raise BNCheckTypeError(
+            f"model must be a Keras 3 keras.Model, got {type(model).__module__}.{type(model).__qualname__}; "
+            "pass the model you trained with fit()"
+        )
+    if not model.built:
+        raise BNCheckInputError(f"model {model.name!r} is not built: train it with fit() before checking it")
+    if compiled and not (model.compiled and getattr(model, "_compile_loss", None) is not None):
+        raise BNCheckInputError(
+            f"model {model.name!r} is not compiled with a loss: call model.compile(loss=..., metrics=...) as "
+            "for fit() before checking it"
+        )
+
+
+def fit_time_metrics(model: Any, history: Any) -> dict[str, float]:
+    """The last epoch's training metrics of ``history`` (``val_*`` left out)."""
+    history = history if history is not None else getattr(model, "history", None)
+    logs = getattr(history, "history", None)
+    if not isinstance(logs, dict) or not any(logs.values()):
+        raise BNCheckInputError(
+            f"no fit history for model {model.name!r}: call fit() first, or pass history= (the History "
+            "returned by fit)"
+        )
+    metrics = {}
+    for name, values in logs.items():
+        if name.startswith("val_") or not values:
+            continue
+        try:
+            metrics[name] = float(values[-1])
+        except (TypeError, ValueError):
+            continue
+    diverged = sorted(name for name, value in metrics.items() if math.isnan(value))
+    if diverged:
+        raise BNCheckInputError(
+            f"fit-time {', '.join(diverged)} is NaN in the last epoch: training diverged; fix the training "
+            "(learning rate, data) before checking BatchNormalization consistency"
+        )
+    return metrics
+
+
+def compare(
+    fit: dict[str, float],
+    train: dict[str, float],
+    inference: dict[str, float],
+    recalibrated: dict[str, float] | None,
+    tolerance: Any,
+) -> list[MetricComparison]:
+    comparisons = []
+    for name, value in fit.items():
+        if name not in inference or name not in train:
+            continue
+        recal = recalibrated.get(name) if recalibrated is not None else None
+        comparisons.append(
+            MetricComparison(
+                name=name,
+                direction=direction(name),
+                fit=value,
+                train_mode=train[name],
+                inference=inference[name],
+                recalibrated=recal,
+                allowed=tolerance.allowed(value),
+                inference_agrees=agrees(inference[name], value, name, tolerance),
+                train_mode_agrees=agrees(train[name], value, name, tolerance),
+                recalibrated_agrees=None if recal is None else agrees(recal, value, name, tolerance),
+            )
+        )
+    return comparisons
+
+
+def decide_cause(comparisons: list[MetricComparison], has_batchnorm: bool) -> str | None:
+    """None when inference agrees everywhere; otherwise "batchnorm" if training mode agrees with
+    fit on every failing metric (the gap opens only when moving statistics replace batch
+    statistics), else "other"."""
+    failing = [c for c in comparisons if not c.inference_agrees]
+    if not failing:
+        return None
+    if has_batchnorm and all(c.train_mode_agrees for c in failing):
+        return "batchnorm"
+    return "other"
+
+
+def _update_count(model: Any, ref: BatchNormRef, counted: dict[int, int] | None) -> tuple[int | None, bool]:
+    if counted is not None and id(ref.layer) in counted:
+        return counted[id(ref.layer)], True
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    if iterations is None:
+        return None, False
+    return int(iterations.numpy()), False
+
+
+def run_check(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    history: Any = None,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    sample_weight: Any = None,
+    class_weight: dict | None = None,
+    tolerance: dict | None = None,
+    update_counts: dict[int, int] | None = None,
+) -> BNConsistencyReport:
+    """The check without raising; ``update_counts`` maps ``id(layer)`` to updates counted by the audit."""
+    validate_model(model)
+    tol = resolve(tolerance)
+    fit = fit_time_metrics(model, history)
+    refs = find_batchnorm_layers(model)
+    batches = make_batches(
+        x, y, sample_weight=sample_weight, batch_size=batch_size, steps=steps, class_weight=class_weight
+    )
+    passes = passes_for(model, refs)
+    train, infer = passes.training_and_inference(batches)
+    if train.batches == 0:
+        raise BNCheckInputError("the data yielded no batches: pass the data the model was trained on")
+    common = [name for name in fit if name in infer.metrics]
+    if not common:
+        raise BNCheckInputError(
+            f"none of fit's metrics ({', '.join(fit)}) is among the compiled metrics "
+            f"({', '.join(infer.metrics)}): pass the History of the fit() of this model, compiled as it is now"
+        )
+    effective_batch = batch_size or (DEFAULT_BATCH_SIZE if _is_array_data(x) else None)
+    notes: list[str] = []
+    recalibrated = None
+    if refs:
+        statistics = [
+            (None, None) if ref.frozen else (m.mean, m.variance) for ref, m in zip(refs, train.moments)
+        ]
+        recalibrated = passes.inference(batches, statistics).metrics
+    comparisons = compare(fit, train.metrics, infer.metrics, recalibrated, tol)
+    cause = decide_cause(comparisons, bool(refs))
+    layers = []
+    for ref, moments in zip(refs, train.moments):
+        updates, counted = _update_count(model, ref, update_counts)
+        layers.append(diagnose_layer(ref, moments, updates, counted))
+    layers.sort(key=lambda layer: layer.output_error, reverse=True)
+    passed = cause is None
+    if not refs:
+        notes.append(
+            "the model has no BatchNormalization layer: nothing for this check to find"
+            + ("" if passed else f" (inference differs from fit on {', '.join(c.name for c in comparisons if not c.inference_agrees)}, for another reason)")
+        )
+        passed, cause = True, None
+    failing = [c for c in comparisons if not c.inference_agrees]
+    closes = None
+    if failing and recalibrated is not None:
+        closes = all(c.recalibrated_agrees for c in failing)
+    notes += update_notes(layers)
+    frozen_off = [layer for layer in layers if layer.frozen and layer.output_error >= 0.5]
+    if frozen_off:
+        notes.append(
+            f"{len(frozen_off)} frozen layers' stored statistics differ from this data (largest output error "
+            f"{frozen_off[0].output_error:.2f}, {frozen_off[0].path}): consistent while they stay frozen, since "
+            "fit() normalizes with them too"
+        )
+    return BNConsistencyReport(
+        passed=passed,
+        cause=cause,
+        fit_metrics=fit,
+        inference_metrics=infer.metrics,
+        train_mode_metrics=train.metrics,
+        layers=layers,
+        recalibrated_metrics=recalibrated,
+        comparisons=comparisons,
+        tolerance=tol,
+        model_name=model.name,
+        samples=train.samples,
+        batches=train.batches,
+        batch_size=effective_batch,
+        recalibration_closes_gap=closes,
+        notes=notes,
+        advice=advise(cause, comparisons, layers, closes, effective_batch),
+    )
+
+
+def _is_array_data(x: Any) -> bool:
+    tf = _keras.tf()
+    keras = _keras.keras()
+    return not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))

@@ -1,0 +1,140 @@
+"""Per-layer diagnosis (stored statistics vs the data) and the fix that applies."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pytest_bncheck import _keras
+from pytest_bncheck.layers import BatchNormRef
+from pytest_bncheck.report import LayerDiagnosis, MetricComparison, fmt
+from pytest_bncheck.stats import Moments
+
+#: Share of the initial values above which a layer's moving averages count as unconverged.
+UNCONVERGED_SHARE = 0.05
+
+
+def diagnose_layer(ref: BatchNormRef, moments: Moments, updates: int | None, counted: bool) -> LayerDiagnosis:
+    """Compare ``ref``'s moving statistics with the pooled ``moments`` of its inputs.
+
+    The formulas are documented on :class:`~pytest_bncheck.report.LayerDiagnosis`.
+    ``updates`` is how many moving-average updates the layer went through; the share of the
+    initial values (mean 0, variance 1) still in the averages is ``momentum ** updates``.
+    """
+    np = _keras.np()
+    layer = ref.layer
+    eps = float(layer.epsilon)
+    moving_mean = np.asarray(layer.moving_mean.numpy(), dtype=np.float64)
+    moving_variance = np.asarray(layer.moving_variance.numpy(), dtype=np.float64)
+    data_std = np.sqrt(moments.variance + eps)
+    shift = (moving_mean - moments.mean) / data_std
+    ratio = (moving_variance + eps) / (moments.variance + eps)
+    scale = 1.0 / np.sqrt(ratio)
+    error = math.sqrt(float(np.mean((scale - 1.0) ** 2 + (shift * scale) ** 2)))
+    momentum = float(layer.momentum)
+    if ref.frozen:
+        source, share = "frozen", None
+    else:
+        source = "counted" if counted else "estimated"
+        share = momentum**updates if updates is not None else None
+    return LayerDiagnosis(
+        path=ref.path,
+        frozen=ref.frozen,
+        nested=ref.nested,
+        momentum=momentum,
+        epsilon=eps,
+        channels=int(moving_mean.shape[0]),
+        updates=updates,
+        updates_source=source,
+        initial_share=share,
+        at_initial_values=bool(np.all(moving_mean == 0.0) and np.all(moving_variance == 1.0)),
+        mean_shift_max=float(np.max(np.abs(shift))),
+        variance_ratio_min=float(np.min(ratio)),
+        variance_ratio_max=float(np.max(ratio)),
+        output_error=error,
+    )
+
+
+def updates_needed(momentum: float, share: float = 0.01) -> int:
+    """Updates after which ``momentum ** n`` drops below ``share``."""
+    if momentum <= 0:
+        return 1
+    return math.ceil(math.log(share) / math.log(momentum))
+
+
+def update_notes(layers: list[LayerDiagnosis]) -> list[str]:
+    """State how the update counts behind 'initial left' were obtained, and their limits."""
+    sources = {layer.updates_source for layer in layers}
+    notes = []
+    if "estimated" in sources:
+        notes.append(
+            "'initial left' = momentum ** updates, with updates estimated as optimizer.iterations: this assumes "
+            "every non-frozen layer was updated once per optimizer step since its statistics were initialized to "
+            "mean 0 / variance 1; a recompile restarts the count, a layer frozen part of the time was updated "
+            "less, and pretrained statistics are not initial values (the --bn-consistency audit counts the "
+            "updates of every fit it sees instead)"
+        )
+    if "counted" in sources:
+        notes.append(
+            "'initial left' = momentum ** updates, with updates counted over the fit() calls the audit saw while "
+            "each layer was trainable; statistics loaded from pretrained weights are not initial values"
+        )
+    return notes
+
+
+def _gap(c: MetricComparison, value: float | None) -> str:
+    return f"{c.name} {fmt(c.fit)} at fit, {fmt(c.inference)} at inference, {fmt(value)} recalibrated"
+
+
+def advise(
+    cause: str | None,
+    comparisons: list[MetricComparison],
+    layers: list[LayerDiagnosis],
+    closes_gap: bool | None,
+    batch_size: int | None,
+) -> list[str]:
+    """The fixes that apply, most direct first."""
+    if cause == "other":
+        return [
+            "training mode on the final weights shares the gap, so BatchNormalization does not explain it: "
+            "fit-time numbers are running means while the weights changed during the last epoch; check that the "
+            "data, batch_size and class_weight given here are the ones given to fit(), and look for layers other "
+            "than BatchNormalization that behave differently in training, or a custom train_step"
+        ]
+    if cause != "batchnorm":
+        return []
+    advice = []
+    failing = [c for c in comparisons if not c.inference_agrees]
+    size = f", batch_size={batch_size}" if batch_size else ""
+    probe = "; ".join(_gap(c, c.recalibrated) for c in failing)
+    if closes_gap:
+        advice.append(
+            f"recalibrate the moving statistics on the training data: "
+            f"pytest_bncheck.recalibrate_batchnorm(model, x{size}) closes the gap here ({probe})"
+        )
+    else:
+        advice.append(f"recalibrating the moving statistics on this data does not fully close the gap ({probe})")
+    trainable = [layer for layer in layers if not layer.frozen]
+    unconverged = [
+        layer for layer in trainable
+        if layer.at_initial_values or (layer.initial_share is not None and layer.initial_share >= UNCONVERGED_SHARE)
+    ]
+    if unconverged:
+        worst = max(unconverged, key=lambda layer: layer.initial_share or 1.0)
+        share = 1.0 if worst.initial_share is None else worst.initial_share
+        advice.append(
+            f"the moving averages have not converged: momentum {worst.momentum:g} after {worst.updates} updates "
+            f"leaves {share:.0%} of their initial values (mean 0, variance 1) in {len(unconverged)} layers; "
+            f"train longer (at momentum {worst.momentum:g}, {updates_needed(worst.momentum)} updates leave < 1%) "
+            f"or lower the momentum (momentum=0.9 needs {updates_needed(0.9)} updates)"
+        )
+    nested = [layer for layer in trainable if layer.nested]
+    if nested:
+        base = nested[0].path.split("/")[0]
+        advice.append(
+            f"{len(nested)} BatchNormalization layers inside the sub-model {base!r} are trainable: when fine-tuning a "
+            "pretrained base, keep them frozen (set trainable = False on each BatchNormalization layer after "
+            "unfreezing the base, then recompile); Keras 3.0-3.15 run them in training mode in fit() even when the "
+            "base is called with training=False (keras-team/keras#20285)"
+        )
+    return advice

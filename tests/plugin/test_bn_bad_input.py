@@ -1,0 +1,108 @@
+"""Bad input gives one clear line naming the problem and the fix, never a Keras traceback."""
+
+from __future__ import annotations
+
+import bn_models
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+from pytest_bncheck import BNCheckInputError, check_bn_consistency, recalibrate_batchnorm
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return bn_models.undertrained(epochs=1)
+
+
+def raised(call, *args, **kwargs) -> BNCheckInputError:
+    with pytest.raises(BNCheckInputError) as info:
+        call(*args, **kwargs)
+    error = info.value
+    message = str(error)
+    assert "\n" not in message and len(message) < 300
+    assert error.__cause__ is None  # no chained Keras traceback
+    assert error.__context__ is None or error.__suppress_context__
+    return error
+
+
+def test_not_a_keras_model():
+    error = raised(check_bn_consistency, object(), np.zeros((4, 16)), np.zeros((4, 3)))
+    assert isinstance(error, TypeError)
+    assert str(error).startswith("model must be a Keras 3 keras.Model, got builtins.object")
+
+
+def test_uncompiled_model():
+    model = keras.Sequential([keras.Input((16,)), keras.layers.BatchNormalization()], name="raw")
+    error = raised(check_bn_consistency, model, np.zeros((4, 16)), np.zeros((4, 16)))
+    assert "model 'raw' is not compiled with a loss: call model.compile(" in str(error)
+
+
+def test_no_history_and_no_previous_fit():
+    model = bn_models.bn_mlp(name="never_fit")
+    x, y = bn_models.blobs()
+    error = raised(check_bn_consistency, model, x, y)
+    assert str(error).startswith("no fit history for model 'never_fit': call fit() first, or pass history=")
+
+
+def test_infinite_dataset_without_steps(trained):
+    model, x, y, _ = trained
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+    error = raised(check_bn_consistency, model, dataset)
+    assert "infinite tf.data.Dataset: pass steps=" in str(error)
+
+
+def test_infinite_pydataset_without_steps(trained):
+    model, x, y, _ = trained
+
+    class Endless(keras.utils.PyDataset):
+        num_batches = None
+
+        def __getitem__(self, index):
+            return x[:32], y[:32]
+
+    assert "infinite PyDataset" in str(raised(check_bn_consistency, model, Endless()))
+
+
+@pytest.mark.parametrize("empty", ["arrays", "dataset"])
+def test_empty_data(trained, empty):
+    model, x, y, _ = trained
+    data = (x[:0], y[:0]) if empty == "arrays" else (tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(32),)
+    error = raised(check_bn_consistency, model, *data)
+    assert "pass the data the model was trained on" in str(error)
+
+
+def test_nan_fit_metrics():
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp()
+    x = x.copy()
+    x[0, 0] = np.nan
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    error = raised(check_bn_consistency, model, x, y)
+    assert "is NaN in the last epoch: training diverged" in str(error)
+
+
+def test_one_shot_generator(trained):
+    model, x, y, _ = trained
+    error = raised(check_bn_consistency, model, ((x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)))
+    assert isinstance(error, TypeError) and "one-shot generator" in str(error)
+
+
+def test_data_keras_would_reject(trained):
+    model, x, y, _ = trained
+    error = raised(check_bn_consistency, model, x, y[:10])
+    assert str(error).startswith("x/y are not accepted as Model.evaluate would accept them:")
+
+
+def test_bad_steps_and_tolerance(trained):
+    model, x, y, _ = trained
+    assert "steps must be a positive integer" in str(raised(check_bn_consistency, model, x, y, steps=0))
+    assert "atol must be a non-negative number" in str(raised(check_bn_consistency, model, x, y, atol=-1))
+
+
+def test_recalibrate_rejects_non_models_and_handles_models_without_batchnorm():
+    assert isinstance(raised(recalibrate_batchnorm, "model", np.zeros((2, 2))), TypeError)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="plain")
+    summary = recalibrate_batchnorm(model, np.zeros((8, 4), "float32"))
+    assert summary.recalibrated == [] and "recalibrated 0 BatchNormalization layers" in str(summary)

@@ -1,0 +1,53 @@
+"""BNConsistencyCallback: the audit for scripts, and the update counter it shares with the plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import bn_models
+import pytest
+
+from pytest_bncheck import BNConsistencyCallback, BNConsistencyError
+
+
+def test_callback_prints_the_report_and_counts_updates_over_fits():
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp()
+    printed = []
+    callback = BNConsistencyCallback(x, y, batch_size=32, print_fn=printed.append)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.report is not None and callback.report.cause == "batchnorm"
+    assert len(printed) == 2 and printed[-1] == str(callback.report)
+    layer = callback.report.layers[0]
+    assert layer.updates_source == "counted" and layer.updates == 9  # 2 + 1 epochs of 3 steps
+    assert "counted over the fit() calls" in printed[-1]
+
+
+def test_callback_can_raise_out_of_fit():
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp()
+    with pytest.raises(BNConsistencyError) as raised:
+        model.fit(x, y, batch_size=32, epochs=3, verbose=0,
+                  callbacks=[BNConsistencyCallback(x, y, batch_size=32, raise_on_failure=True)])
+    assert raised.value.report.cause == "batchnorm"
+
+
+def test_callback_is_silent_for_a_consistent_model():
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp(momentum=0.9)
+    printed = []
+    callback = BNConsistencyCallback(x, y, batch_size=32, print_fn=printed.append)
+    model.fit(x, y, batch_size=32, epochs=60, verbose=0, callbacks=[callback])
+    assert callback.report.passed and printed == []
+
+
+def test_importing_the_package_and_plugin_does_not_import_tensorflow():
+    code = (
+        "import pytest_bncheck, pytest_bncheck.plugin, sys; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules and 'numpy' not in sys.modules; "
+        "assert 'lint' not in sys.modules; "
+        "assert callable(pytest_bncheck.__getattr__)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
