@@ -19,7 +19,7 @@ class Location:
     """Where a line of the checked text sits in the file the user sees."""
 
     line: int  # line in the file (for a notebook: line within the cell)
-    cell: int | None = None  # notebook cell index (0-based), None for .py files
+    cell: int | None = None  # notebook code cell number (1-based, code cells only), None for .py files
     raw_line: int | None = None  # line of the raw file (a notebook's JSON), for SARIF/annotations
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,6 +22,9 @@ from lint.workers import Crash, run_isolated
 
 SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 MAX_FIX_PASSES = 4
+# libcst's parse time grows steeply with nesting depth (a 1,000-deep `a[0][0]...` takes ~1 s,
+# 3,000 deep 12 s; 10,000 terms of `a + a + ...` several minutes); real code nests < 50 deep.
+MAX_DEPTH = 1000
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Finding:
     severity: str
     message: str
     fixable: bool
-    cell: int | None = None  # notebook code cell index (0-based)
+    cell: int | None = None  # notebook code cell number (1-based, code cells only, as nbQA/ruff)
     raw_line: int | None = None  # line in the raw .ipynb file
 
 
@@ -44,6 +48,8 @@ class FileError:
     message: str
     line: int | None = None
     column: int | None = None
+    cell: int | None = None  # notebook code cell number, as in Finding
+    raw_line: int | None = None
 
 
 @dataclass
@@ -73,7 +79,7 @@ def check_source(path: str, source: str, settings: Settings, codes: tuple[str, .
     """Check one Python text with the rules named by ``codes``; with ``fix``, also fix it."""
     import libcst as cst
 
-    error = _syntax_error(path, source)
+    error = _syntax_error(path, source, depth_limit=MAX_DEPTH if codes else None)
     if error is not None or not codes:
         return SourceResult(error=error)
     try:
@@ -116,17 +122,41 @@ def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, 
     return result
 
 
-def _syntax_error(path: str, source: str):
+def _syntax_error(path: str, source: str, depth_limit: int | None = None):
     """Python's own parser first: ten times faster than libcst, exact messages, and it refuses
-    the deeply nested input that can crash libcst."""
+    the deeply nested input that can crash libcst. With ``depth_limit``, a valid tree nested
+    deeper than that is refused too, before libcst sees it."""
     try:
-        ast.parse(source, filename=path)
+        with warnings.catch_warnings():  # e.g. SyntaxWarning for "\d" on 3.12+: the user's, not ours to print
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
         return (f"syntax error: {exc.msg}", exc.lineno, exc.offset)
     except (RecursionError, MemoryError):
         return ("too deeply nested for the parser (an expression or block nested thousands deep); exclude the file", None, None)
     except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
         return (f"cannot parse: {exc}", None, None)
+    deep = _node_deeper_than(tree, depth_limit) if depth_limit else None
+    if deep is not None:
+        return (
+            f"nested more than {depth_limit} levels deep (such as a {depth_limit}-term `a + a + ...`), too deep"
+            " to analyse (libcst's time grows steeply with depth); exclude the file",
+            getattr(deep, "lineno", None),
+            getattr(deep, "col_offset", -1) + 1 or None,
+        )
+    return None
+
+
+def _node_deeper_than(tree: ast.AST, limit: int) -> ast.AST | None:
+    """The first node found nested more than ``limit`` deep, if any (an iterative walk)."""
+    stack = [(tree, 0, tree)]
+    while stack:
+        node, depth, located = stack.pop()  # located: the nearest node with a line number
+        if depth > limit:
+            return located
+        stack.extend(
+            (child, depth + 1, child if hasattr(child, "lineno") else located) for child in ast.iter_child_nodes(node)
+        )
     return None
 
 
@@ -257,7 +287,8 @@ def lint_paths(
     if stdin is not None:
         report.files_seen += 1
         path, text = stdin
-        task = _task(path, text.encode("utf-8", "surrogateescape"), settings, prefilters, False, report)
+        # Editors read --diff for stdin too; --fix has nowhere to write (the CLI refuses it).
+        task = _task(path, text.encode("utf-8", "surrogateescape"), settings, prefilters, diff, report)
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
@@ -277,6 +308,8 @@ def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, re
     except DocumentError as exc:
         report.errors.append(FileError(str(path), str(exc)))
         return None
+    for message, cell, line, column, raw_line in getattr(document, "errors", ()):  # notebook cells left out
+        report.errors.append(FileError(str(path), message, line, column, cell, raw_line))
     source = document.source.encode("utf-8", "surrogatepass")
     # Only the rules whose prefilter matches run; when none does, only Python's fast parser
     # checks the syntax. A rule's analysis can cost as much as the parse on a large file.
@@ -301,22 +334,35 @@ def _collect(report: Report, key: str, result, document, fix: bool, diff: bool) 
     if result.error is not None:
         message, line, column = result.error
         location = document.locate(line) if line else None
-        report.errors.append(FileError(key, message, location.line if location else None, column))
+        report.errors.append(FileError(key, message, location.line if location else None, column,
+                                       location.cell if location else None, location.raw_line if location else None))
         return
+    located, rendered = document, None
+    if result.fixed_source is not None and document.kind == "notebook":
+        # Findings left after fixing are positions in the fixed text: locate them in the fixed notebook.
+        try:
+            rendered = document.render(result.fixed_source)
+            located = load(Path(key), rendered)
+        except DocumentError as exc:
+            report.errors.append(FileError(key, str(exc)))
+            result.fixed_source = None
     for line, column, end_line, end_column, code, message, fixable in result.violations:
-        location = document.locate(line)
+        location = located.locate(line)
         rule = next(r for r in all_rules() if r.code == code)
         report.findings.append(
-            Finding(key, location.line, column, document.locate(end_line).line, end_column, code,
+            Finding(key, location.line, column, located.locate(end_line).line, end_column, code,
                     rule.severity.value, message, fixable, location.cell, location.raw_line)
         )
     if result.fixed_source is None:
         return
     if diff:
-        report.diffs.append(_unified_diff(key, document.source, result.fixed_source))
+        if document.kind == "notebook":
+            report.diffs.append(document.unified_diff(key, result.fixed_source))
+        else:
+            report.diffs.append(_unified_diff(key, document.source, result.fixed_source))
     elif fix:
         try:
-            write_atomically(Path(key), document.render(result.fixed_source))
+            write_atomically(Path(key), rendered if rendered is not None else document.render(result.fixed_source))
         except OSError as exc:
             report.errors.append(FileError(key, f"cannot write the fix ({exc.strerror or exc}); the file is unchanged"))
             return

@@ -12,6 +12,7 @@ from typing import Callable
 from lint import __version__
 from lint.engine import FileError, Finding, Report
 from lint.rule import all_rules
+from lint.sarif import as_github, as_sarif
 
 
 def _where(finding: Finding) -> str:
@@ -20,7 +21,8 @@ def _where(finding: Finding) -> str:
 
 
 def _error_where(error: FileError) -> str:
-    parts = [error.path] + [str(p) for p in (error.line, error.column) if p is not None]
+    cell = [f"cell {error.cell}"] if error.cell is not None else []
+    parts = [error.path] + cell + [str(p) for p in (error.line, error.column) if p is not None]
     return ":".join(parts)
 
 
@@ -67,9 +69,7 @@ def as_json(report: Report, statistics: bool = False) -> str:
         "schema_version": 1,
         "tool": {"name": "bncheck", "version": __version__},
         "findings": [_finding_json(f) for f in report.findings],
-        "errors": [
-            {"path": e.path, "message": e.message, "line": e.line, "column": e.column} for e in report.errors
-        ],
+        "errors": [_error_json(e) for e in report.errors],
         "summary": {
             "files_checked": report.files_seen,
             "files_parsed": report.files_parsed,
@@ -94,9 +94,18 @@ def _finding_json(f: Finding) -> dict:
         "message": f.message,
         "fixable": f.fixable,
     }
-    if f.cell is not None:
+    if f.cell is not None:  # notebooks: line is within the code cell; raw_line is in the .ipynb file
         item["cell"] = f.cell
+        item["raw_line"] = f.raw_line
     return item
 
 
-FORMATTERS: dict[str, Callable[..., str]] = {"text": text, "json": as_json}
+def _error_json(e: FileError) -> dict:
+    item = {"path": e.path, "message": e.message, "line": e.line, "column": e.column}
+    if e.cell is not None:
+        item["cell"] = e.cell
+        item["raw_line"] = e.raw_line
+    return item
+
+
+FORMATTERS: dict[str, Callable[..., str]] = {"text": text, "json": as_json, "sarif": as_sarif, "github": as_github}

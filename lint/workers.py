@@ -7,6 +7,7 @@ overruns is killed and replaced, and that file alone is reported as an error.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -35,6 +36,11 @@ def _serve(conn: Connection, function: Callable[..., Any]) -> None:
     # Deep but valid trees (hundreds of chained operators) need more than the default 1000
     # frames; if the C stack runs out instead, the crash stays inside this worker.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 12000))
+    # A parse allocates millions of nodes that die together by reference counting; cyclic
+    # collections during it cost up to half the time on large files (measured 11.6 s vs
+    # 6.6 s for libcst on 50,000 lines). Collect between files, never inside one, and never
+    # scan the imported modules inherited from the parent.
+    gc.freeze()
     while True:
         try:
             task = conn.recv()
@@ -43,10 +49,13 @@ def _serve(conn: Connection, function: Callable[..., Any]) -> None:
         if task is None:
             return
         key, args = task
+        gc.disable()
         try:
             result = function(*args)
         except Exception as exc:  # a bug in a rule must not lose the other files
             result = Crash(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            gc.enable()
         conn.send((key, result))
 
 
@@ -112,6 +121,7 @@ def run_isolated(
                         yield done_key, result
                         continue
                 if worker.process.sentinel in ready or not worker.process.is_alive():
+                    worker.process.join(timeout=5)  # reap it: exitcode is None until then
                     code = worker.process.exitcode
                     reason = f"the parser crashed (signal {-code})" if code and code < 0 else f"the parser process exited ({code})"
                     worker.stop(kill=True)
