@@ -84,6 +84,8 @@ class Settings:
     root: Path = field(default_factory=Path.cwd)  # per-file-ignores and excludes are relative to it
 
     def ignored_for(self, path: Path) -> tuple[str, ...]:
+        if not self.per_file_ignores:  # resolving the path costs a few syscalls per file
+            return ()
         rel = _relative(path, self.root)
         return tuple(
             code
@@ -94,10 +96,11 @@ class Settings:
 
     def is_excluded(self, path: Path, below: Path | None = None) -> bool:
         """Excluded by a name pattern on a component below ``below``, or by a path pattern."""
-        rel = _relative(path, self.root)
+        rel = None  # resolved only for path patterns: a few syscalls per file
         names = path.relative_to(below).parts if below and path.is_relative_to(below) else path.parts
         for pattern in self.exclude:
             if "/" in pattern:
+                rel = rel if rel is not None else _relative(path, self.root)
                 if fnmatch.fnmatch(rel, pattern.rstrip("/")) or fnmatch.fnmatch(rel, pattern.rstrip("/") + "/*"):
                     return True
             elif any(fnmatch.fnmatch(name, pattern) for name in names):

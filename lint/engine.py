@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ MAX_FIX_PASSES = 4
 # libcst's parse time grows steeply with nesting depth (a 1,000-deep `a[0][0]...` takes ~1 s,
 # 3,000 deep 12 s; 10,000 terms of `a + a + ...` several minutes); real code nests < 50 deep.
 MAX_DEPTH = 1000
+_LINE_WITH_END = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 @dataclass
@@ -84,6 +86,9 @@ def check_source(path: str, source: str, settings: Settings, codes: tuple[str, .
         return SourceResult(error=error)
     try:
         return _check_parsed(path, source, settings, codes, fix)
+    except cst.ParserSyntaxError as exc:  # rare text Python accepts and libcst does not (a `\` at EOF)
+        message = str(exc.message).splitlines()[0] if str(exc.message) else "parse error"
+        return SourceResult(error=(f"libcst cannot parse this file, which Python accepts: {message}", exc.raw_line, exc.raw_column + 1))
     except RecursionError:  # Python-level walks of a tree that ast accepted but nests very deep
         return SourceResult(error=("too deeply nested to analyse (an expression nested hundreds deep); exclude the file", None, None))
 
@@ -92,7 +97,7 @@ def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, 
     import libcst as cst
 
     rules = [r() for r in all_rules() if r.code in codes]
-    lines = source.splitlines()
+    lines = physical_lines(source)
     module = cst.parse_module(source)
     applied = 0
     found = _violations(path, module, settings, rules, lines)
@@ -100,6 +105,10 @@ def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, 
     for _ in range(MAX_FIX_PASSES if fix else 0):
         fixes = [v.fix for _, v, _ in found if v.fix is not None]
         if not fixes:
+            break
+        # libcst's parse is not always lossless (it drops a whitespace-only line before an indented
+        # comment at the end of a file): write back only a text that its tree reproduces exactly.
+        if applied == 0 and module.code != source:
             break
         fixed_code, count = _apply(module, fixes)
         if count == 0 or fixed_code == module.code:
@@ -109,9 +118,11 @@ def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, 
             fixed_module = cst.parse_module(fixed_code)
         except (cst.ParserSyntaxError, SyntaxError):  # a fix must never break a file: keep the last good text
             break
+        if fixed_module.code != fixed_code:
+            break
         module = fixed_module
         applied += count
-        lines = module.code.splitlines()
+        lines = physical_lines(module.code)
         found = _violations(path, module, settings, rules, lines)
     result = SourceResult(fixes_applied=applied, fixed_source=module.code if applied else None)
     for rule, violation, span in found:
@@ -120,6 +131,14 @@ def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, 
             (start.line, start.column + 1, end.line, end.column + 1, rule.code, violation.message, violation.fix is not None)
         )
     return result
+
+
+def physical_lines(text: str, keepends: bool = False) -> list[str]:
+    """Lines as Python numbers them. ``str.splitlines`` also breaks at form feeds, \\x1c-\\x1e,
+    \\x85 and \\u2028/9, which Python source keeps inside a line: every later line number would
+    be off (a ``# noqa`` looked up on the wrong line)."""
+    lines = _LINE_WITH_END.findall(text)
+    return lines if keepends else [line.rstrip("\r\n") for line in lines]
 
 
 def _syntax_error(path: str, source: str, depth_limit: int | None = None):
@@ -373,5 +392,5 @@ def _unified_diff(path: str, before: str, after: str) -> str:
     import difflib
 
     return "".join(
-        difflib.unified_diff(before.splitlines(True), after.splitlines(True), fromfile=path, tofile=path)
+        difflib.unified_diff(physical_lines(before, True), physical_lines(after, True), fromfile=path, tofile=path)
     )

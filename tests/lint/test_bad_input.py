@@ -283,3 +283,10 @@ def test_fix_through_the_cli_follows_a_symlink(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "bad.py").is_symlink()
     assert real.read_text().splitlines()[-1] == FIXED_LINE
+
+
+def test_file_python_accepts_but_libcst_rejects(tmp_path):
+    # Found by the fuzz tests: a line continuation before a CRLF at the end of the file.
+    root = project(tmp_path, {"tail.py": b"import keras  # learning_phase\n\t\\\r\n"})
+    result = run_cli(".", cwd=root)
+    assert_one_error(result, "tail.py", "libcst cannot parse this file, which Python accepts")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,10 +25,15 @@ FILES = sorted(
 )
 
 
+def python_lines(text: str) -> list[str]:
+    """Lines as Python numbers them (``str.splitlines`` also splits at form feeds and the like)."""
+    return re.split(r"\r\n|\r|\n", text)
+
+
 def assert_only_reported_lines_changed(before: str, after: str, spans: list[tuple[int, int]], where: str = "") -> None:
     """Lines outside the ``(first, last)`` line spans are untouched: a changed or deleted line lies
     in a span, and inserted lines sit right after a span's last line or before its first."""
-    old, new = before.splitlines(), after.splitlines()
+    old, new = python_lines(before), python_lines(after)
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
