@@ -40,5 +40,18 @@ def timed(command: list[str], runs: int, **kwargs) -> tuple[float, list[float], 
     return statistics.median(times), times, result
 
 
+def timed_interleaved(commands: list[tuple[list[str], dict]], runs: int):
+    """Like ``timed`` for several commands, run in turn (A, B, A, B, ...) so that the load of a
+    shared machine falls on all of them alike. Returns, per command: median, times, last result."""
+    times: list[list[float]] = [[] for _ in commands]
+    results: list = [None] * len(commands)
+    for _ in range(runs):
+        for i, (command, kwargs) in enumerate(commands):
+            start = time.perf_counter()
+            results[i] = subprocess.run(command, capture_output=True, text=True, **kwargs)
+            times[i].append(time.perf_counter() - start)
+    return [(statistics.median(t), t, r) for t, r in zip(times, results)]
+
+
 def machine() -> str:
     return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {sys.platform}"

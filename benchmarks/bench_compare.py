@@ -4,9 +4,11 @@
     python benchmarks/bench_compare.py --tools /tmp/benchvenv/bin
 
 Timed, each as a fresh process by wall clock, start-up included, all cores:
-  - ``bncheck`` with all rules (median of ``--runs``);
+  - ``bncheck`` with all rules and
   - ``semgrep`` running one rule equivalent to BN001 (benchmarks/semgrep_bn001.yml), local rules
-    file, ``--metrics=off --disable-version-check -j <cores>`` (median of ``--runs``);
+    file, ``--metrics=off --disable-version-check -j <cores>``: ``--runs`` runs each, in turn
+    (bncheck, semgrep, bncheck, ...) so that a shared machine's load falls on both alike; medians,
+    and the ratio run by run;
   - ``fixit lint`` with Fixit's default rules (one run: it is slow).
 For context, in this process on one core: libcst's parse of every file vs Python's ``ast.parse``.
 """
@@ -19,10 +21,11 @@ import gc
 import json
 import os
 import re
+import statistics
 import time
 from pathlib import Path
 
-from _tree import bncheck, keras_tree, machine, python_files, timed
+from _tree import bncheck, keras_tree, machine, python_files, timed, timed_interleaved
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,20 +57,25 @@ def main() -> None:
     print(f"tree: {root} ({len(files)} .py files)\n")
     rows = []
 
-    median, times, result = timed([bncheck(), str(root), "--isolated", "--format", "json", "--exit-zero"], args.runs)
-    summary = json.loads(result.stdout)["summary"]
-    rows.append(("bncheck, all rules", median, summary["files_checked"], f"{summary['findings']} findings"))
-
     semgrep = [str(args.tools / "semgrep"), "scan", "--metrics=off", "--disable-version-check", "--quiet", "--json",
                "-j", str(cores), "--config", str(HERE / "semgrep_bn001.yml"), str(root)]
-    median_s, times_s, result = timed(semgrep, args.runs, env={**os.environ, "SEMGREP_SEND_METRICS": "off"})
+    (median, times, result), (median_s, times_s, result_s) = timed_interleaved(
+        [([bncheck(), str(root), "--isolated", "--format", "json", "--exit-zero"], {}),
+         (semgrep, {"env": {**os.environ, "SEMGREP_SEND_METRICS": "off"}})],
+        args.runs,
+    )
+    summary = json.loads(result.stdout)["summary"]
+    rows.append(("bncheck, all rules", median, summary["files_checked"], f"{summary['findings']} findings"))
     try:
-        report = json.loads(result.stdout)
+        report = json.loads(result_s.stdout)
         scanned = len(report.get("paths", {}).get("scanned", [])) or None
         note = f"{len(report['results'])} findings, {len(report.get('errors', []))} errors"
     except json.JSONDecodeError:
-        scanned, note = None, f"failed: {result.stderr.strip()[-300:]}"
+        scanned, note = None, f"failed: {result_s.stderr.strip()[-300:]}"
     rows.append(("semgrep, one BN001 rule", median_s, scanned, note))
+    paired = sorted(sg / bn for sg, bn in zip(times_s, times))
+    print("runs, interleaved (bncheck / semgrep): " + ", ".join(f"{bn:.2f}/{sg:.2f}" for bn, sg in zip(times, times_s)))
+    print(f"semgrep / bncheck, run by run: {paired[0]:.2f} to {paired[-1]:.2f}, median {statistics.median(paired):.2f}\n")
 
     if not args.skip_fixit:
         median_f, _, result = timed([str(args.tools / "fixit"), "lint", str(root)], 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -96,16 +97,26 @@ class Settings:
 
     def is_excluded(self, path: Path, below: Path | None = None) -> bool:
         """Excluded by a name pattern on a component below ``below``, or by a path pattern."""
-        rel = None  # resolved only for path patterns: a few syscalls per file
         names = path.relative_to(below).parts if below and path.is_relative_to(below) else path.parts
-        for pattern in self.exclude:
-            if "/" in pattern:
-                rel = rel if rel is not None else _relative(path, self.root)
-                if fnmatch.fnmatch(rel, pattern.rstrip("/")) or fnmatch.fnmatch(rel, pattern.rstrip("/") + "/*"):
-                    return True
-            elif any(fnmatch.fnmatch(name, pattern) for name in names):
-                return True
+        name_patterns, path_patterns = _exclude_matchers(self.exclude)
+        if name_patterns is not None and any(name_patterns.match(name) for name in names):
+            return True
+        if path_patterns is not None:  # resolved only for path patterns: a few syscalls per file
+            rel = _relative(path, self.root)
+            return path_patterns.match(rel) is not None
         return False
+
+
+@functools.cache
+def _exclude_matchers(patterns: tuple[str, ...]) -> tuple[re.Pattern | None, re.Pattern | None]:
+    """One regular expression for the name patterns and one for the path patterns (a path
+    pattern also excludes everything below the folder it names)."""
+    names = [fnmatch.translate(p) for p in patterns if "/" not in p]
+    paths = [fnmatch.translate(q) for p in patterns if "/" in p for q in (p.rstrip("/"), p.rstrip("/") + "/*")]
+    return (
+        re.compile("|".join(f"(?:{n})" for n in names)) if names else None,
+        re.compile("|".join(f"(?:{n})" for n in paths)) if paths else None,
+    )
 
 
 def _relative(path: Path, root: Path) -> str:

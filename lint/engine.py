@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from lint.config import Settings
 from lint.documents import DocumentError, load, write_atomically
-from lint.rule import Rule, Violation, all_rules, select_rules
+from lint.rule import Rule, all_rules, select_rules
 from lint.suppress import is_suppressed
 from lint.workers import Crash, run_isolated
 
@@ -62,6 +62,7 @@ class SourceResult:
     error: tuple[str, int | None, int | None] | None = None
     fixed_source: str | None = None
     fixes_applied: int = 0
+    parsed: bool = False  # by libcst: some rule's prefilter matched outside docstrings
 
 
 @dataclass
@@ -77,13 +78,17 @@ class Report:
 # -- one text ------------------------------------------------------------------------------
 
 
-def check_source(path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool) -> SourceResult:
-    """Check one Python text with the rules named by ``codes``; with ``fix``, also fix it."""
-    import libcst as cst
-
-    error = _syntax_error(path, source, depth_limit=MAX_DEPTH if codes else None)
+def check_source(
+    path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool, prefilter: bool = False
+) -> SourceResult:
+    """Check one Python text with the rules named by ``codes``; with ``fix``, also fix it.
+    With ``prefilter``, only those of the rules whose prefilter matches outside docstrings."""
+    tree, error = _python_parse(path, source, depth_limit=MAX_DEPTH if codes else None)
+    if error is None and codes and prefilter:
+        codes = _codes_outside_docstrings(source, tree, settings, codes)
     if error is not None or not codes:
         return SourceResult(error=error)
+    import libcst as cst  # only here: a file no rule can match never needs it
     try:
         return _check_parsed(path, source, settings, codes, fix)
     except cst.ParserSyntaxError as exc:  # rare text Python accepts and libcst does not (a `\` at EOF)
@@ -124,7 +129,7 @@ def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, 
         applied += count
         lines = physical_lines(module.code)
         found = _violations(path, module, settings, rules, lines)
-    result = SourceResult(fixes_applied=applied, fixed_source=module.code if applied else None)
+    result = SourceResult(fixes_applied=applied, fixed_source=module.code if applied else None, parsed=True)
     for rule, violation, span in found:
         start, end = span
         result.violations.append(
@@ -141,29 +146,57 @@ def physical_lines(text: str, keepends: bool = False) -> list[str]:
     return lines if keepends else [line.rstrip("\r\n") for line in lines]
 
 
-def _syntax_error(path: str, source: str, depth_limit: int | None = None):
-    """Python's own parser first: ten times faster than libcst, exact messages, and it refuses
-    the deeply nested input that can crash libcst. With ``depth_limit``, a valid tree nested
-    deeper than that is refused too, before libcst sees it."""
+def _python_parse(path: str, source: str, depth_limit: int | None = None):
+    """(tree, None) or (None, error). Python's own parser first: ten times faster than libcst,
+    exact messages, and it refuses the deeply nested input that can crash libcst. With
+    ``depth_limit``, a valid tree nested deeper than that is refused too, before libcst sees it."""
     try:
         with warnings.catch_warnings():  # e.g. SyntaxWarning for "\d" on 3.12+: the user's, not ours to print
             warnings.simplefilter("ignore")
             tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
-        return (f"syntax error: {exc.msg}", exc.lineno, exc.offset)
+        return None, (f"syntax error: {exc.msg}", exc.lineno, exc.offset)
     except (RecursionError, MemoryError):
-        return ("too deeply nested for the parser (an expression or block nested thousands deep); exclude the file", None, None)
+        return None, ("too deeply nested for the parser (an expression or block nested thousands deep); exclude the file", None, None)
     except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
-        return (f"cannot parse: {exc}", None, None)
+        return None, (f"cannot parse: {exc}", None, None)
     deep = _node_deeper_than(tree, depth_limit) if depth_limit else None
     if deep is not None:
-        return (
+        return None, (
             f"nested more than {depth_limit} levels deep (such as a {depth_limit}-term `a + a + ...`), too deep"
             " to analyse (libcst's time grows steeply with depth); exclude the file",
             getattr(deep, "lineno", None),
             getattr(deep, "col_offset", -1) + 1 or None,
         )
-    return None
+    return tree, None
+
+
+def _codes_outside_docstrings(source: str, tree: ast.Module, settings: Settings, codes: tuple[str, ...]) -> tuple[str, ...]:
+    """The prefilter again, on the text without its docstrings: library code names
+    BatchNormalization in its documentation far more often than in code, and a string
+    statement does nothing, so no rule can need it. libcst's parse is the run's main cost."""
+    data = blank_string_statements(source, tree)
+    rules = {r.code: r for r in all_rules()}
+    return tuple(code for code in codes if prefilter_matches(data, [encoded_prefilter(rules[code], settings)]))
+
+
+def blank_string_statements(source: str, tree: ast.Module) -> bytes:
+    """The UTF-8 text with every string statement (docstrings) replaced by spaces."""
+    lines = source.encode("utf-8", "surrogatepass").splitlines(keepends=True)  # \n, \r\n, \r: as Python counts
+    stack: list = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, (str, bytes)):
+            first, last = node.lineno - 1, node.end_lineno - 1
+            for i in range(first, last + 1):  # offsets are UTF-8 byte offsets, as ``lines`` are bytes
+                line = lines[i]
+                start = node.col_offset if i == first else 0
+                end = node.end_col_offset if i == last else len(line.rstrip(b"\r\n"))
+                lines[i] = line[:start] + b" " * (end - start) + line[end:]
+            continue
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):  # statements only, no expressions
+            stack.extend(getattr(node, name, ()))
+    return b"".join(lines)
 
 
 def _node_deeper_than(tree: ast.AST, limit: int) -> ast.AST | None:
@@ -241,10 +274,10 @@ def discover(paths: Iterable[Path], settings: Settings, errors: list[FileError])
                 continue
             yield root, True
             continue
-        yield from _walk(root, root, settings, errors)
+        yield from _walk(root, settings, errors)
 
 
-def _walk(folder: Path, root: Path, settings: Settings, errors: list[FileError]) -> Iterator[tuple[Path, bool]]:
+def _walk(folder: Path, settings: Settings, errors: list[FileError]) -> Iterator[tuple[Path, bool]]:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
@@ -252,12 +285,12 @@ def _walk(folder: Path, root: Path, settings: Settings, errors: list[FileError])
         return
     for entry in entries:
         path = Path(entry.path)
-        if settings.is_excluded(path, below=root):
+        if settings.is_excluded(path, below=folder):  # the folders above were checked on the way down
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
                 if not (path / "pyvenv.cfg").exists():  # a virtualenv, whatever its name
-                    yield from _walk(path, root, settings, errors)
+                    yield from _walk(path, settings, errors)
             elif path.suffix in SOURCE_SUFFIXES:
                 if entry.is_symlink() and not path.exists():
                     errors.append(FileError(str(path), "broken or looping symlink"))
@@ -267,9 +300,16 @@ def _walk(folder: Path, root: Path, settings: Settings, errors: list[FileError])
             errors.append(FileError(str(path), f"cannot read ({exc.strerror or exc})"))
 
 
-def prefilter_matches(data: bytes, groups_per_rule: list[tuple[tuple[bytes, ...], ...]]) -> bool:
+Token = bytes | re.Pattern[bytes]
+
+
+def prefilter_matches(data: bytes, groups_per_rule: list[tuple[tuple[Token, ...], ...]]) -> bool:
     """Can any rule match this text? Every group of a rule needs one of its tokens present."""
-    return any(all(any(token in data for token in group) for group in groups) for groups in groups_per_rule)
+    return any(all(any(_occurs(token, data) for token in group) for group in groups) for groups in groups_per_rule)
+
+
+def _occurs(token: Token, data: bytes) -> bool:
+    return token in data if isinstance(token, bytes) else token.search(data) is not None
 
 
 def time_limit(settings: Settings, source: str) -> float:
@@ -291,7 +331,7 @@ def lint_paths(
     files = [] if stdin is not None else list(discover(paths, settings, report.errors))
     documents: dict[str, object] = {}
     tasks = []
-    prefilters = {r.code: _encoded_groups(r, settings) for r in rules}
+    prefilters = {r.code: encoded_prefilter(r, settings) for r in rules}
     for path, _explicit in files:
         report.files_seen += 1
         try:
@@ -311,8 +351,8 @@ def lint_paths(
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
-    report.files_parsed = sum(1 for _, args, _ in tasks if args[3])
     for key, result in run_isolated(check_source, tasks, jobs):
+        report.files_parsed += isinstance(result, SourceResult) and result.parsed
         _collect(report, key, result, documents[key], fix, diff)
     report.findings.sort(key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code))
     report.errors.sort(key=lambda e: e.path)
@@ -337,13 +377,18 @@ def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, re
         for code, groups in prefilters.items()
         if not any(code.startswith(i) for i in ignored) and prefilter_matches(source, [groups])
     )
-    args = (str(path), document.source, settings, codes, fix)
+    args = (str(path), document.source, settings, codes, fix, True)
     return time_limit(settings, document.source), (args, document)
 
 
-def _encoded_groups(rule: type[Rule], settings: Settings) -> tuple[tuple[bytes, ...], ...]:
+def encoded_prefilter(rule: type[Rule], settings: Settings) -> tuple[tuple[Token, ...], ...]:
+    """The rule's prefilter for bytes: the text is searched before it is decoded."""
     extra = [name.rsplit(".", 1)[-1] for name in settings.extra_batchnorm_models]
-    return tuple(tuple(t.encode() for t in group) for group in rule.prefilter_groups(extra))
+    return tuple(tuple(_encoded(t) for t in group) for group in rule.prefilter_groups(extra))
+
+
+def _encoded(token: str | re.Pattern[str]) -> Token:
+    return token.encode() if isinstance(token, str) else re.compile(token.pattern.encode(), token.flags & ~re.UNICODE)
 
 
 def _collect(report: Report, key: str, result, document, fix: bool, diff: bool) -> None:

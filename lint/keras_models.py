@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import libcst as cst
 
 from lint.names import ImportMap, dotted, keras_name
+from lint.nodes import children, walk
 
 # keras.applications constructors whose models contain BatchNormalization. VGG16/VGG19 have
 # none and ConvNeXt uses LayerNormalization, so they are deliberately absent.
@@ -36,6 +37,7 @@ BN_APPLICATIONS = frozenset(
     + [f"RegNet{kind}{size}" for kind in "XY" for size in _REGNET_SIZES]
 )
 BN_CLASSES = frozenset({"BatchNormalization", "SyncBatchNormalization"})
+BN_NAMES = BN_CLASSES | BN_APPLICATIONS  # the last name of every BatchNormalization constructor
 
 #: Substrings a file must contain to hold a BatchNormalization-bearing model at all.
 BN_MODEL_TOKENS = (
@@ -251,13 +253,16 @@ class KerasModels:
         while stack:
             n = stack.pop()
             if isinstance(n, (cst.Name, cst.Attribute)):
-                q = self.imports.qualname(n)
-                if is_bn_class(q) or is_bn_application(q):
-                    return True
+                # Resolve only names that can end in a BatchNormalization class or application.
+                last = self.imports.aliases.get(n.value, n.value) if isinstance(n, cst.Name) else n.attr.value
+                if last.rsplit(".", 1)[-1] in BN_NAMES:
+                    q = self.imports.qualname(n)
+                    if is_bn_class(q) or is_bn_application(q):
+                        return True
                 if isinstance(n, cst.Attribute):
                     stack.append(n.value)
                 continue
-            stack.extend(n.children)
+            stack.extend(children(n))
         return False
 
     def _function_summary(self, fn: cst.FunctionDef):
@@ -463,7 +468,7 @@ class KerasModels:
         return None
 
     def _visit_children(self, node: cst.CSTNode, scope: _Scope) -> None:
-        for child in node.children:
+        for child in children(node):
             if isinstance(child, cst.BaseExpression):
                 self._eval(child, scope)
             else:
@@ -563,7 +568,7 @@ class KerasModels:
         """A test such as ``isinstance(layer, BatchNormalization)`` or ``"bn" in layer.name``."""
         if self._mentions_bn(node):
             return True
-        for n in _iter_nodes(node):
+        for n in walk(node):
             if isinstance(n, cst.SimpleString) and re.search(r"batch_?norm|\bbn\b", n.value, re.IGNORECASE):
                 return True
         return False
@@ -589,14 +594,6 @@ def _walk_statements(body, in_class: bool = False) -> Iterator[tuple[cst.CSTNode
 
 def _classes(module: cst.Module) -> list[cst.ClassDef]:
     return [n for n, _ in _walk_statements(module.body) if isinstance(n, cst.ClassDef)]
-
-
-def _iter_nodes(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(n.children)
 
 
 def _body(block) -> list:

@@ -67,8 +67,11 @@ class Rule:
     severity: ClassVar[Severity]
     summary: ClassVar[str]
     #: groups of tokens; a file is parsed for this rule only if, for every group, one of the
-    #: group's tokens occurs in its text. Tight groups are the linter's main speed lever.
-    prefilter: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    #: group's tokens occurs in its text. A token is a substring, or a compiled pattern where
+    #: spacing varies (``X.trainable = False``). Tight groups are the linter's main speed lever.
+    #: Groups are tried in order and most files fail the first: put the cheapest, most selective
+    #: group first (one rare substring beats many tokens or a pattern).
+    prefilter: ClassVar[tuple[tuple[str | re.Pattern[str], ...], ...]] = ()
     fixable: ClassVar[bool] = False
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[Invalid]] = []
@@ -77,7 +80,7 @@ class Rule:
         raise NotImplementedError
 
     @classmethod
-    def prefilter_groups(cls, extra_tokens: Iterable[str] = ()) -> tuple[tuple[str, ...], ...]:
+    def prefilter_groups(cls, extra_tokens: Iterable[str] = ()) -> tuple[tuple[str | re.Pattern[str], ...], ...]:
         """The prefilter, widened by user-configured tokens (e.g. ``extra-batchnorm-models``)."""
         extra = tuple(extra_tokens)
         if not extra:
@@ -89,7 +92,14 @@ class Rule:
         return RuleDoc.parse(cls)
 
 
-def _is_model_group(group: tuple[str, ...]) -> bool:
+def assignment(attribute: str, *values: str) -> re.Pattern[str]:
+    """A prefilter token for ``X.<attribute> = <value>`` written any way Python allows: any
+    spacing, an annotation, chained targets, parentheses and line continuations. ``attribute``
+    and ``values`` are regular expressions (``"train|eval"``)."""
+    return re.compile(rf"\.[\s\\]*(?:{attribute})\b(?:\\\n|[^\n])*?=[\s\\(]*(?:{'|'.join(values)})\b")
+
+
+def _is_model_group(group: tuple[str | re.Pattern[str], ...]) -> bool:
     # Groups that name BatchNormalization-bearing models are the ones user factories extend.
     return "BatchNorm" in group
 

@@ -28,6 +28,7 @@ from typing import Iterator
 import libcst as cst
 
 from lint.names import ImportMap, dotted
+from lint.nodes import children, walk
 
 # -- names ------------------------------------------------------------------------------------
 
@@ -45,10 +46,24 @@ HUB_BN_NAME = re.compile(
     r"|yolo|ssd|unet|hrnet|dpn|senet|xception|darknet|csp|ghostnet|rexnet|mixnet|tf_efficientnet",
     re.IGNORECASE,
 )
+#: An import of torch or torchvision (for prefilters): without one no name resolves to them.
+#: Not the bare word "torch": library code that supports several backends says it everywhere.
+#: Rules put ("torch",) beside it, which settles most files with one cheap substring search.
+TORCH_IMPORT = re.compile(r"\bimport\b[^\n]*\btorch|\bfrom[\s\\]+torch")
+#: Substrings of every name ``TORCHVISION_BN`` matches (for prefilters).
+TORCHVISION_BN_TOKENS = (
+    "resnet", "resnext", "densenet", "mobilenet_v", "efficientnet", "regnet_", "inception_v3", "googlenet",
+    "shufflenet", "mnasnet", "vgg", "deeplabv3_", "fcn_", "lraspp_",
+)
 #: Substrings a file must contain to hold a PyTorch module with BatchNorm (for prefilters): the torch
-#: class names (not "BatchNorm", which every Keras file with BatchNormalization has), or a model
-#: source (torchvision, ``torch.hub.load``, ``timm.create_model``).
-TORCH_BN_TOKENS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "torchvision", "hub.load", "timm")
+#: class names (not "BatchNorm", which every Keras file with BatchNormalization has; "_BatchNorm"
+#: also matches a subclass of torch's base class), a torchvision model's name, or a source of
+#: models by name (``torch.hub.load``, ``timm.create_model``, ``torchvision.models.get_model``).
+#: Not "torchvision" itself: it is mostly in comments and transforms.
+TORCH_BN_TOKENS = (
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "_BatchNorm", *TORCHVISION_BN_TOKENS,
+    "hub.load", "torch.hub", "timm", "get_model",
+)
 
 #: A test that singles out BatchNorm modules: ``isinstance(m, nn.BatchNorm2d)``, ``"bn" in name``.
 _BN_TEST = re.compile(r"batch_?norm|\bbn\d*\b|_BatchNorm|\bnorm\b", re.IGNORECASE)
@@ -306,7 +321,7 @@ class TorchModules:
     def _collect(self, module: cst.Module) -> None:
         for stmt in module.body:
             self._collect_def(stmt)
-        for node in _iter(module):
+        for node in walk(module):
             if isinstance(node, cst.Name) and node.value == "FrozenBatchNorm2d" or (
                 isinstance(node, cst.SimpleString) and "FrozenBatchNorm" in node.value
             ):
@@ -361,7 +376,7 @@ class TorchModules:
                 if isinstance(n, cst.Attribute):
                     stack.append(n.value)
                 continue
-            stack.extend(n.children)
+            stack.extend(children(n))
         return False
 
     # -- recording ---------------------------------------------------------------------------
@@ -539,7 +554,7 @@ class TorchModules:
             if isinstance(e, Forward) and e.context == "training" and e.mode == "eval" and id(e.mode_node) in evals:
                 # reported where the loop body puts the model in eval mode: the ``.eval()`` itself or the
                 # helper call that does it (``validate(model)``)
-                inside = {id(n) for n in _iter(stmt.body)}
+                inside = {id(n) for n in walk(stmt.body)}
                 chain = evals[id(e.mode_node)].chain
                 where = next((c for c in chain if id(c) in inside), e.mode_node)
                 if not any(isinstance(x, EvalCarriedOver) and x.node is where for x in self.events):
@@ -590,7 +605,7 @@ class TorchModules:
         return None
 
     def _visit(self, node: cst.CSTNode, frame: _Frame) -> None:
-        for child in node.children:
+        for child in children(node):
             if isinstance(child, cst.BaseExpression):
                 self._eval(child, frame)
             else:
@@ -680,7 +695,7 @@ class TorchModules:
                 a.keyword is not None and a.keyword.value == "norm_layer" and "Frozen" in _code(a.value) for a in node.args
             )
             return self._new(TorchModule(label=f"{last}()", has_bn=has_bn, origin=node))
-        if qualname.startswith("torchvision.models.") and last[:1].islower() and last != "get_weight":
+        if qualname.startswith("torchvision.models.") and last[:1].islower() and last not in ("get_weight", "get_model"):
             return self._new(TorchModule(label=f"{last}()", has_bn=False, origin=node))
         if qualname in ("torch.hub.load", "timm.create_model", "torchvision.models.get_model"):
             names = [a.value for a in node.args if isinstance(a.value, cst.SimpleString)]
@@ -711,7 +726,7 @@ class TorchModules:
                     return True
                 unknown = unknown or bn is None
         for arg in node.args:
-            for n in _iter(arg.value):
+            for n in walk(arg.value):
                 if isinstance(n, cst.Call) and isinstance(n.func, (cst.Name, cst.Attribute)) and (
                     is_torch_bn_class(self.imports.qualname(n.func)) or dotted(n.func) in self._bn_classes
                 ):
@@ -886,7 +901,7 @@ class TorchModules:
         if key not in self._backward:
             self._backward[key] = any(
                 isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "backward"
-                for n in _iter(body)
+                for n in walk(body)
             )
         return self._backward[key]
 
@@ -898,7 +913,7 @@ class TorchModules:
         return any(
             isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "train"
             and isinstance(n.func.value, cst.Call) and dotted(n.func.value.func) == "super"
-            for n in _iter(fn.body)
+            for n in walk(fn.body)
         )
 
 
@@ -948,14 +963,6 @@ def _method(cls: cst.ClassDef | None, name: str) -> cst.FunctionDef | None:
 
 def _body(block) -> list:
     return list(block.body) if isinstance(block, (cst.IndentedBlock, cst.SimpleStatementSuite)) else []
-
-
-def _iter(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(n.children)
 
 
 _EMPTY = cst.Module(body=[])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from pytest_bncheck import _keras
 from pytest_bncheck.layers import BatchNormRef

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_bncheck import _keras
 from pytest_bncheck.data import make_batches
 from pytest_bncheck.diagnosis import diagnose_layer
 from pytest_bncheck.errors import BNCheckInputError

@@ -6,7 +6,7 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.keras_models import BN_MODEL_TOKENS, Call, GraphReuse
-from lint.rule import Fix, Invalid, Rule, Severity, Violation
+from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
 from lint.rules._keras_advice import keep_frozen_too, when_it_bites
 
 
@@ -67,7 +67,7 @@ class FrozenBaseWithoutTrainingFalse(Rule):
     name = "frozen-batchnorm-base-call"
     severity = Severity.WARNING
     summary = "Frozen BatchNormalization base used without `training=False`"
-    prefilter = (("trainable",), ("False",), BN_MODEL_TOKENS)
+    prefilter = ((assignment("trainable", "False"),), BN_MODEL_TOKENS)
     fixable = True
 
     VALID = [

@@ -4,7 +4,7 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.keras_models import BN_MODEL_TOKENS, Placement
-from lint.rule import Invalid, Rule, Severity, Violation
+from lint.rule import Invalid, Rule, Severity, Violation, assignment
 from lint.rules._keras_advice import keep_frozen_too, when_it_bites
 
 
@@ -50,7 +50,7 @@ class FrozenBaseInSequential(Rule):
     name = "frozen-batchnorm-base-in-sequential"
     severity = Severity.WARNING
     summary = "Frozen BatchNormalization base inside `Sequential`"
-    prefilter = (("trainable",), ("Sequential", ".add("), BN_MODEL_TOKENS)
+    prefilter = ((assignment("trainable", "False"),), ("Sequential", ".add("), BN_MODEL_TOKENS)
 
     VALID = [
         # not frozen

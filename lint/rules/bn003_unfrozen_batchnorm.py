@@ -8,7 +8,7 @@ import libcst as cst
 from lint.context import FileContext
 from lint.keras_models import BN_MODEL_TOKENS, KerasModels, Model, Unfreeze, is_bn_class
 from lint.names import ImportMap, keras_name
-from lint.rule import Fix, Invalid, Rule, Severity, Violation
+from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
 
 
 class BatchNormUnfrozenForFineTuning(Rule):
@@ -66,7 +66,7 @@ class BatchNormUnfrozenForFineTuning(Rule):
     name = "batchnorm-unfrozen-for-fine-tuning"
     severity = Severity.ERROR
     summary = "BatchNormalization layers unfrozen for fine-tuning"
-    prefilter = (("trainable",), ("True",), BN_MODEL_TOKENS)
+    prefilter = ((assignment("trainable", "True"),), BN_MODEL_TOKENS)
     fixable = True
 
     VALID = [

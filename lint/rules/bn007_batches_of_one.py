@@ -1,25 +1,16 @@
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 import libcst as cst
 
 from lint.context import FileContext
-from lint.keras_layers import children
 from lint.keras_models import BN_MODEL_TOKENS
 from lint.names import dotted
+from lint.nodes import children
 from lint.rule import Invalid, Rule, Severity, Violation
+from lint.torch_modules import TORCH_BN_CLASS, TORCHVISION_BN, TORCHVISION_BN_TOKENS
 
-# The PyTorch side is self-contained here: a shared PyTorch analysis (``lint/torch_modules.py``)
-# did not exist when this rule was written. Move ``_TorchFacts`` there once it does.
-_TORCH_BN = re.compile(r"^(Lazy)?BatchNorm[123]d$|^SyncBatchNorm$")
-_TORCHVISION_BN = re.compile(
-    r"^(resnet\d+|resnext\w+|wide_resnet\w+|densenet\d+|mobilenet_v[23]\w*|efficientnet\w*|regnet_\w+"
-    r"|inception_v3|googlenet|shufflenet\w*|mnasnet\w*)$"
-)
-_TORCH_BN_TOKENS = ("resnet", "resnext", "densenet", "mobilenet", "efficientnet", "regnet", "inception",
-                    "googlenet", "shufflenet", "mnasnet")
 _TENSOR_MAKERS = frozenset({"randn", "rand", "zeros", "ones", "empty", "full", "normal", "uniform", "random"})
 
 _KERAS_EFFECT = (
@@ -101,7 +92,7 @@ class BatchesOfOne(Rule):
     # Keras: a literal batch size of 1 (or a ``*_SIZE = 1`` constant); PyTorch: any DataLoader
     prefilter = (
         ("batch_size=1", "batch_size = 1", "SIZE = 1", "SIZE=1", ".batch(1)", "DataLoader"),
-        BN_MODEL_TOKENS + _TORCH_BN_TOKENS,
+        BN_MODEL_TOKENS + TORCHVISION_BN_TOKENS,
     )
 
     VALID = [
@@ -300,10 +291,10 @@ class _Facts:
 
     def is_torch_bn(self, node) -> bool:
         last = node.value if isinstance(node, cst.Name) else node.attr.value
-        if not (_TORCH_BN.match(last) or _TORCHVISION_BN.match(last)):
+        if not (TORCH_BN_CLASS.match(last) or TORCHVISION_BN.match(last)):
             return False
         qualname = self.ctx.imports.qualname(node) or ""
-        if _TORCH_BN.match(last):
+        if TORCH_BN_CLASS.match(last):
             return qualname.startswith("torch.") or "." not in qualname
         return qualname.startswith("torchvision.")
 

@@ -4,7 +4,7 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import TORCH_BN_TOKENS, Forward, Freeze
+from lint.torch_modules import TORCH_BN_TOKENS, TORCH_IMPORT, Forward, Freeze
 
 
 class FrozenBackboneBatchNormUpdates(Rule):
@@ -73,7 +73,7 @@ class FrozenBackboneBatchNormUpdates(Rule):
     name = "torch-frozen-batchnorm-updates"
     severity = Severity.WARNING
     summary = "PyTorch: frozen backbone whose BatchNorm still updates its running statistics"
-    prefilter = (("torch",), ("requires_grad",), TORCH_BN_TOKENS)
+    prefilter = (("requires_grad",), ("torch",), (TORCH_IMPORT,), TORCH_BN_TOKENS)
 
     VALID = [
         # the frozen BatchNorm layers are put back in eval mode after train()

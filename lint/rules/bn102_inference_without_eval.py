@@ -4,7 +4,7 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import TORCH_BN_TOKENS, EvalCarriedOver, Forward
+from lint.torch_modules import TORCH_BN_TOKENS, TORCH_IMPORT, EvalCarriedOver, Forward
 
 
 class InferenceWithoutEval(Rule):
@@ -80,6 +80,7 @@ class InferenceWithoutEval(Rule):
     summary = "PyTorch: model with BatchNorm used for inference in training mode"
     prefilter = (
         ("torch",),
+        (TORCH_IMPORT,),
         ("no_grad", "inference_mode", "set_grad_enabled", "eval", "predict", "infer", "test", "valid"),
         TORCH_BN_TOKENS,
     )

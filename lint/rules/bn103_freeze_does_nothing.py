@@ -5,8 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.rule import Fix, Invalid, Rule, Severity, Violation
-from lint.torch_modules import AttributeFreeze, ModeOverwrite
+from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
+from lint.torch_modules import TORCH_IMPORT, AttributeFreeze, ModeOverwrite
 
 
 class FreezeDoesNothing(Rule):
@@ -62,9 +62,11 @@ class FreezeDoesNothing(Rule):
     name = "torch-freeze-does-nothing"
     severity = Severity.ERROR
     summary = "PyTorch: `module.requires_grad = False` or `model.train = True` freezes nothing"
+    # The assignments the analysis reads: ``X.requires_grad = False``, ``X.train``/``X.eval`` = a bool.
     prefilter = (
-        ("torch", "nn."),
-        (".requires_grad =", ".requires_grad=", ".train =", ".train=", ".eval =", ".eval="),
+        ("torch",),
+        (TORCH_IMPORT,),
+        (assignment("requires_grad", "False"), assignment("train|eval", "True", "False")),
     )
     fixable = True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lint.config import KerasTarget, Settings
-from lint.engine import check_source
+from lint.engine import blank_string_statements, check_source, encoded_prefilter, prefilter_matches
 from lint.rule import all_rules
 
 #: Rule examples are written for the Keras that all messages default to.
@@ -22,9 +23,17 @@ ALL_CODES = tuple(r.code for r in all_rules())
 def check(code: str, codes=ALL_CODES, target: KerasTarget = KERAS_3_15, fix: bool = False, **settings):
     """(codes found, fixed source or None) for a snippet, without worker processes."""
     config = replace(Settings(), target_keras=target, **settings)
-    result = check_source("snippet.py", textwrap.dedent(code), config, tuple(codes), fix)
+    source = textwrap.dedent(code)
+    result = check_source("snippet.py", source, config, tuple(codes), fix)
     assert result.error is None, result.error
-    return [v[4] for v in result.violations], result.fixed_source, result
+    found = [v[4] for v in result.violations]
+    # Every snippet a rule flags doubles as a test that its text prefilter lets the file through,
+    # docstrings left out as the engine leaves them out.
+    text = blank_string_statements(source, ast.parse(source))
+    for rule in all_rules():
+        if rule.code in found:
+            assert prefilter_matches(text, [encoded_prefilter(rule, config)]), f"{rule.code}'s prefilter skips this"
+    return found, result.fixed_source, result
 
 
 def bncheck_exe() -> str:

@@ -38,7 +38,18 @@ CONSTRUCTORS = {
     "from torchvision.models import inception_v3": "inception_v3(aux_logits=False)",
     "import torch.hub": "torch.hub.load('pytorch/vision', 'resnet18')",
     "import timm": "timm.create_model('resnet50d', pretrained=True)",
+    "from torch.hub import load": "load('pytorch/vision', 'resnet18')",
+    "import torchvision.models": "torchvision.models.get_model('resnet50')",
+    "from torchvision.models import vgg16_bn": "vgg16_bn()",
 }
+
+
+@pytest.mark.parametrize("torch_import", ["import numpy as np, torch", "import torch.nn as nn\nimport torch", "from torch import nn, no_grad as ng"])
+def test_bn102_every_form_of_importing_torch(torch_import):
+    # The prefilter looks for an import of torch; check() asserts it lets each form through.
+    with_ = "ng()" if " as ng" in torch_import else "torch.no_grad()"
+    code = f"{torch_import}\nimport torchvision\nmodel = torchvision.models.resnet50()\nwith {with_}:\n    out = model(x)\n"
+    assert codes(code, "BN102") == ["BN102"]
 
 
 @pytest.mark.parametrize(("imports", "ctor"), CONSTRUCTORS.items())

@@ -39,6 +39,25 @@ def test_bn_applications_in_every_import_form(imports, ctor):
 
 
 @pytest.mark.parametrize(
+    ("freeze", "unfreeze"),
+    [
+        ("base.trainable=False", "base.trainable=True"),
+        ("base.trainable = (False)", "base.trainable = (True)"),
+        ("base.trainable: bool = False", "base.trainable: bool = True"),
+        ("base.trainable = \\\n    False", "base.trainable = \\\n    True"),
+        ("other.trainable = base.trainable = False", "other.trainable = base.trainable = True"),
+        ("base.trainable = frozen = False", "base.trainable = tuned = True"),
+        ("base . trainable = False", "base . trainable = True"),
+    ],
+)
+def test_freezes_in_any_spacing_reach_the_rules(freeze, unfreeze):
+    # The prefilters look for these assignments with a pattern; check() asserts they let each through.
+    code = f"import keras\nbase = keras.applications.ResNet50(weights=None)\n{freeze}\nx = base(inputs)\n"
+    assert check(code, codes=("BN001",))[0] == ["BN001"]
+    assert check(code + f"{unfreeze}\n", codes=("BN003",))[0] == ["BN003"]
+
+
+@pytest.mark.parametrize(
     ("imports", "ctor"),
     [
         ("import keras", "keras.applications.VGG16"),
