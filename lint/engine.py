@@ -8,6 +8,7 @@ and writing fixes back.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import warnings
@@ -383,7 +384,12 @@ def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, re
 
 def encoded_prefilter(rule: type[Rule], settings: Settings) -> tuple[tuple[Token, ...], ...]:
     """The rule's prefilter for bytes: the text is searched before it is decoded."""
-    extra = [name.rsplit(".", 1)[-1] for name in settings.extra_batchnorm_models]
+    return _encoded_prefilter(rule, settings.extra_batchnorm_models)
+
+
+@functools.cache  # per process: workers reuse it for every file
+def _encoded_prefilter(rule: type[Rule], extra_models: tuple[str, ...]) -> tuple[tuple[Token, ...], ...]:
+    extra = [name.rsplit(".", 1)[-1] for name in extra_models]
     return tuple(tuple(_encoded(t) for t in group) for group in rule.prefilter_groups(extra))
 
 
