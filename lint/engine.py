@@ -84,9 +84,11 @@ def check_source(
 ) -> SourceResult:
     """Check one Python text with the rules named by ``codes``; with ``fix``, also fix it.
     With ``prefilter``, only those of the rules whose prefilter matches outside docstrings."""
-    tree, error = _python_parse(path, source, depth_limit=MAX_DEPTH if codes else None)
+    tree, error = _python_parse(path, source)
     if error is None and codes and prefilter:
         codes = _codes_outside_docstrings(source, tree, settings, codes)
+    if error is None and codes:  # only a tree headed for libcst needs the depth guard
+        error = _too_deep(tree)
     if error is not None or not codes:
         return SourceResult(error=error)
     import libcst as cst  # only here: a file no rule can match never needs it
@@ -147,10 +149,9 @@ def physical_lines(text: str, keepends: bool = False) -> list[str]:
     return lines if keepends else [line.rstrip("\r\n") for line in lines]
 
 
-def _python_parse(path: str, source: str, depth_limit: int | None = None):
+def _python_parse(path: str, source: str):
     """(tree, None) or (None, error). Python's own parser first: ten times faster than libcst,
-    exact messages, and it refuses the deeply nested input that can crash libcst. With
-    ``depth_limit``, a valid tree nested deeper than that is refused too, before libcst sees it."""
+    exact messages, and it refuses the deeply nested input that can crash libcst."""
     try:
         with warnings.catch_warnings():  # e.g. SyntaxWarning for "\d" on 3.12+: the user's, not ours to print
             warnings.simplefilter("ignore")
@@ -161,15 +162,20 @@ def _python_parse(path: str, source: str, depth_limit: int | None = None):
         return None, ("too deeply nested for the parser (an expression or block nested thousands deep); exclude the file", None, None)
     except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
         return None, (f"cannot parse: {exc}", None, None)
-    deep = _node_deeper_than(tree, depth_limit) if depth_limit else None
-    if deep is not None:
-        return None, (
-            f"nested more than {depth_limit} levels deep (such as a {depth_limit}-term `a + a + ...`), too deep"
-            " to analyse (libcst's time grows steeply with depth); exclude the file",
-            getattr(deep, "lineno", None),
-            getattr(deep, "col_offset", -1) + 1 or None,
-        )
     return tree, None
+
+
+def _too_deep(tree: ast.Module):
+    """An error for a valid tree nested deeper than libcst can take, else None."""
+    deep = _node_deeper_than(tree, MAX_DEPTH)
+    if deep is None:
+        return None
+    return (
+        f"nested more than {MAX_DEPTH} levels deep (such as a {MAX_DEPTH}-term `a + a + ...`), too deep"
+        " to analyse (libcst's time grows steeply with depth); exclude the file",
+        getattr(deep, "lineno", None),
+        getattr(deep, "col_offset", -1) + 1 or None,
+    )
 
 
 def _codes_outside_docstrings(source: str, tree: ast.Module, settings: Settings, codes: tuple[str, ...]) -> tuple[str, ...]:
