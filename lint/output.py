@@ -36,13 +36,18 @@ def text(report: Report, statistics: bool = False) -> str:
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
 
+def _files(n: int) -> str:
+    return f"{n} file{'s' if n != 1 else ''}"
+
+
 def summary_line(report: Report) -> str:
     n, files = len(report.findings), report.files_seen
     found = f"{n} finding{'s' if n != 1 else ''}" if n else "no findings"
     if report.diffs:
         parts = [f"Would fix {report.fixes_applied} (--diff writes nothing); {found} would remain"]
     else:
-        parts = [f"Found {found} in {files} file{'s' if files != 1 else ''}" if n else f"No findings in {files} file{'s' if files != 1 else ''}"]
+        flagged = len({f.path for f in report.findings})
+        parts = [f"Found {found} in {_files(flagged)} ({files} checked)" if n else f"No findings in {_files(files)} checked"]
         if report.fixes_applied:
             parts.append(f"fixed {report.fixes_applied}")
         fixable = sum(f.fixable for f in report.findings)

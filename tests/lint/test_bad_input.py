@@ -99,7 +99,7 @@ def test_empty_files_are_valid_python(tmp_path):
     (tmp_path / "empty.py").write_bytes(b"")
     result = run_cli(".", cwd=tmp_path)
     assert (result.returncode, result.stderr) == (0, ""), result.stdout
-    assert result.stdout == "No findings in 2 files.\n"
+    assert result.stdout == "No findings in 2 files checked.\n"
     # ... and every rule accepts an empty module (the prefilter would never send one there).
     checked = check_source("empty.py", "", Settings(), ALL_CODES, True)
     assert (checked.error, checked.violations, checked.fixed_source) == (None, [], None)

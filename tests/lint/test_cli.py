@@ -38,7 +38,7 @@ def test_findings_exit_1_with_ruff_style_lines(project):
     assert result.returncode == 1, result.stderr
     first = result.stdout.splitlines()[0]
     assert first.startswith("src/train.py:4:5: BN001 frozen ResNet50 base `base` is called without training=False")
-    assert "Found 1 finding in 2 files" in result.stdout
+    assert "Found 1 finding in 1 file (2 checked)" in result.stdout
 
 
 def test_no_findings_exit_0(project):

@@ -148,7 +148,7 @@ def test_github_annotations(project):
     assert any(line.startswith("::error file=src/transfer_learning.ipynb,") and "title=BN003::cell 5, line 1:" in line
                for line in lines)
     assert "::error file=src/broken.py,line=1,col=7,title=bncheck::syntax error: invalid syntax" in lines
-    assert lines[-1].startswith("Found 3 findings in 3 files")
+    assert lines[-1] == "Found 3 findings in 2 files (3 checked); 3 fixable with --fix; 1 file error."
 
 
 def test_github_escapes_properties_and_messages(tmp_path):

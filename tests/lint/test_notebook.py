@@ -195,7 +195,7 @@ def test_notebook_of_another_language_is_not_checked(tmp_path):
                                         metadata={"kernelspec": {"language": "R", "name": "ir"}}))
     result = run_cli("r.ipynb", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
-    assert "No findings in 1 file" in result.stdout
+    assert "No findings in 1 file checked" in result.stdout
 
 
 # -- cells and suppression ------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_notebook_without_code_cells_has_no_findings(tmp_path):
                                             {"cell_type": "raw", "metadata": {}, "source": ["x = base(inputs)"]}))
     result = run_cli("notes.ipynb", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
-    assert result.stdout == "No findings in 1 file.\n"
+    assert result.stdout == "No findings in 1 file checked.\n"
 
 
 def test_render_without_changes_is_the_original_bytes():
