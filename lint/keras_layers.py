@@ -24,7 +24,7 @@ import libcst as cst
 
 from lint.keras_models import BN_CLASSES, BN_NAMES, KerasModels, is_bn_application, is_bn_class
 from lint.names import ImportMap, dotted, keras_name
-from lint.nodes import children
+from lint.nodes import children, names
 
 #: Bernoulli dropout layers: the variance shift of Li et al. (CVPR 2019).
 DROPOUT_CLASSES = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
@@ -156,19 +156,12 @@ class KerasLayers:
 
     def builds_bn(self, node: cst.CSTNode) -> bool:
         """Does this code construct BatchNormalization, a base with it, or a definition of this file that does?"""
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if isinstance(n, (cst.Name, cst.Attribute)):
-                last = n.value if isinstance(n, cst.Name) else n.attr.value
-                if last in self._bn_defs and isinstance(n, cst.Name):
-                    return True
-                if (last in BN_NAMES or self._extra(last)) and self._is_bn_constructor(self.qualname(n)):
-                    return True
-                if isinstance(n, cst.Attribute):
-                    stack.append(n.value)
-                continue
-            stack.extend(children(n))
+        for n in names(node):
+            last = n.value if isinstance(n, cst.Name) else n.attr.value
+            if last in self._bn_defs and isinstance(n, cst.Name):
+                return True
+            if (last in BN_NAMES or self._extra(last)) and self._is_bn_constructor(self.qualname(n)):
+                return True
         return False
 
     def class_builds_bn(self, cls: cst.ClassDef) -> bool:

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import libcst as cst
 
 from lint.names import ImportMap, dotted, keras_name
-from lint.nodes import children, walk
+from lint.nodes import children, names, walk
 
 # keras.applications constructors whose models contain BatchNormalization. VGG16/VGG19 have
 # none and ConvNeXt uses LayerNormalization, so they are deliberately absent.
@@ -249,20 +249,13 @@ class KerasModels:
 
     def _mentions_bn(self, node: cst.CSTNode) -> bool:
         """Does this code construct BatchNormalization or a BatchNormalization application?"""
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if isinstance(n, (cst.Name, cst.Attribute)):
-                # Resolve only names that can end in a BatchNormalization class or application.
-                last = self.imports.aliases.get(n.value, n.value) if isinstance(n, cst.Name) else n.attr.value
-                if last.rsplit(".", 1)[-1] in BN_NAMES:
-                    q = self.imports.qualname(n)
-                    if is_bn_class(q) or is_bn_application(q):
-                        return True
-                if isinstance(n, cst.Attribute):
-                    stack.append(n.value)
-                continue
-            stack.extend(children(n))
+        for n in names(node):
+            # Resolve only names that can end in a BatchNormalization class or application.
+            last = self.imports.aliases.get(n.value, n.value) if isinstance(n, cst.Name) else n.attr.value
+            if last.rsplit(".", 1)[-1] in BN_NAMES:
+                q = self.imports.qualname(n)
+                if is_bn_class(q) or is_bn_application(q):
+                    return True
         return False
 
     def _function_summary(self, fn: cst.FunctionDef):

@@ -71,3 +71,18 @@ def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         n = stack.pop()
         yield n
         stack.extend(children(n))
+
+
+def names(node: cst.CSTNode) -> Iterator[cst.Name | cst.Attribute]:
+    """Every name and dotted name in the subtree: ``a.b.c`` yields ``a.b.c``, ``a.b`` and ``a``,
+    never the bare attribute names ``b`` and ``c`` (they name nothing on their own)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.Attribute):
+            yield n
+            stack.append(n.value)
+        elif isinstance(n, cst.Name):
+            yield n
+        else:
+            stack.extend(children(n))

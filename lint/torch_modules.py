@@ -28,7 +28,7 @@ from typing import Iterator
 import libcst as cst
 
 from lint.names import ImportMap, dotted
-from lint.nodes import children, walk
+from lint.nodes import children, names, walk
 
 # -- names ------------------------------------------------------------------------------------
 
@@ -366,17 +366,10 @@ class TorchModules:
         return found
 
     def _builds_bn(self, node: cst.CSTNode, local: set[str]) -> bool:
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if isinstance(n, (cst.Name, cst.Attribute)):
-                q = self.imports.qualname(n)
-                if is_torch_bn_class(q) or is_torchvision_bn_model(q) or (isinstance(n, cst.Name) and n.value in local):
-                    return True
-                if isinstance(n, cst.Attribute):
-                    stack.append(n.value)
-                continue
-            stack.extend(children(n))
+        for n in names(node):
+            q = self.imports.qualname(n)
+            if is_torch_bn_class(q) or is_torchvision_bn_model(q) or (isinstance(n, cst.Name) and n.value in local):
+                return True
         return False
 
     # -- recording ---------------------------------------------------------------------------

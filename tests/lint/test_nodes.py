@@ -8,7 +8,7 @@ from pathlib import Path
 import libcst as cst
 import pytest
 
-from lint.nodes import children, walk
+from lint.nodes import children, names, walk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,3 +100,9 @@ def test_children_match_libcst_on_every_syntax_form():
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_children_match_libcst_on_the_project_sources(path):
     assert _check(cst.parse_module(path.read_text(encoding="utf-8"))) > 0
+
+
+def test_names_yields_dotted_names_and_their_owners_not_bare_attributes():
+    tree = cst.parse_module("x = layers.BatchNormalization(momentum=m.value)(inputs)\n")
+    found = sorted(cst.Module([]).code_for_node(n) for n in names(tree))
+    assert found == ["inputs", "layers", "layers.BatchNormalization", "m", "m.value", "momentum", "x"]
