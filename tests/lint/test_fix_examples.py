@@ -31,22 +31,39 @@ def python_lines(text: str) -> list[str]:
 
 
 def assert_only_reported_lines_changed(before: str, after: str, spans: list[tuple[int, int]], where: str = "") -> None:
-    """Lines outside the ``(first, last)`` line spans are untouched: a changed or deleted line lies
-    in a span, and inserted lines sit right after a span's last line or before its first."""
+    """Lines outside the ``(first, last)`` line spans are untouched and in their order: ``after`` is
+    ``before`` with each span replaced by something (its fix, plus guard lines inserted next to it).
+
+    Checked by finding the unreported runs of lines in ``after``, in order and anchored at both
+    ends, not with difflib, whose heuristic alignment misreads a file that repeats a block."""
     old, new = python_lines(before), python_lines(after)
-    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
+    reported = {n for first, last in spans for n in range(first, last + 1)}
+    segments: list[list[str] | None] = []  # unreported runs of `before`; None where a span was
+    for number, line in enumerate(old, 1):
+        if number in reported:
+            if not segments or segments[-1] is not None:
+                segments.append(None)
+        elif segments and segments[-1] is not None:
+            segments[-1].append(line)
+        else:
+            segments.append([line])
+    diff = "\n".join(difflib.unified_diff(old, new, lineterm="", n=1))
+    pos, anchored = 0, True  # anchored: the next run must start right at `pos`
+    for index, run in enumerate(segments):
+        if run is None:
+            anchored = False
             continue
-        changed = range(i1 + 1, i2 + 1)  # 1-based lines of `before` that were replaced or deleted
-        outside = [n for n in changed if not any(first <= n <= last for first, last in spans)]
-        assert not outside, f"{where}: unreported lines {outside} changed:\n" + "\n".join(
-            difflib.unified_diff(old, new, lineterm="", n=1)
-        )
-        if tag == "insert":  # new lines between before's lines i1 and i1 + 1
-            assert any(first - 1 <= i1 <= last for first, last in spans), f"{where}: lines inserted after line {i1}, away from any finding:\n" + "\n".join(
-                difflib.unified_diff(old, new, lineterm="", n=1)
-            )
+        if index == len(segments) - 1:  # the last run ends the file
+            start = len(new) - len(run)
+            found = start >= pos and (not anchored or start == pos) and new[start:] == run
+        elif anchored:
+            start = pos
+            found = new[start : start + len(run)] == run
+        else:  # the earliest place leaves the most room for the runs after it
+            start = next((i for i in range(pos, len(new) - len(run) + 1) if new[i : i + len(run)] == run), -1)
+            found = start >= 0
+        assert found, f"{where}: unreported lines changed (the run starting with {run[0]!r}):\n{diff}"
+        pos, anchored = start + len(run), True
 
 
 def code_cells(notebook_text: str) -> list[str]:
@@ -108,3 +125,37 @@ def test_fix_parses_is_idempotent_and_touches_only_reported_lines(runs, name):
     assert_only_reported_lines_changed(before[name], fixed[name], spans, name)
     if not any(f["fixable"] for f in findings):
         assert fixed[name] == before[name], "a file without fixable findings is left as it is"
+
+
+BLOCK = "a = 1\nm.requires_grad = False\nb = 2\n"
+
+
+@pytest.mark.parametrize(
+    "after, spans",
+    [
+        (BLOCK.replace("requires_grad = False", "requires_grad_(False)"), [(2, 2)]),
+        # A block repeated and fixed twice: difflib aligned this as lines inserted at the top.
+        (BLOCK.replace("requires_grad = False", "requires_grad_(False)") * 2, [(2, 2), (5, 5)]),
+        ("a = 1\nfor l in m.layers:\n    l.trainable = False\nm.trainable = True\nb = 2\n", [(2, 2)]),  # inserted before
+        ("a = 1\nm.requires_grad = False\nguard()\nb = 2\n", [(2, 2)]),  # inserted after
+    ],
+)
+def test_only_reported_lines_changed_accepts(after, spans):
+    before = BLOCK * 2 if len(spans) == 2 else BLOCK
+    assert_only_reported_lines_changed(before, after, spans)
+
+
+@pytest.mark.parametrize(
+    "after, spans",
+    [
+        ("a = 10\nm.requires_grad_(False)\nb = 2\n", [(2, 2)]),  # an unreported line changed
+        ("a = 1\nm.requires_grad_(False)\nb = 2\nextra()\n", [(2, 2)]),  # inserted away from the span
+        ("extra()\na = 1\nm.requires_grad_(False)\nb = 2\n", [(2, 2)]),  # inserted at the top
+        ("a = 1\nm.requires_grad_(False)\n", [(2, 2)]),  # an unreported line deleted
+        ("b = 2\nm.requires_grad_(False)\na = 1\n", [(2, 2)]),  # unreported lines reordered
+        (BLOCK * 2, []),  # nothing reported, yet lines added
+    ],
+)
+def test_only_reported_lines_changed_rejects(after, spans):
+    with pytest.raises(AssertionError, match="unreported lines changed"):
+        assert_only_reported_lines_changed(BLOCK, after, spans)

@@ -146,8 +146,17 @@ def composed_programs(draw):
     return program
 
 
+# Found by this test: a block repeated and fixed twice, which the difflib-based line check misread.
+_REPEATED = (
+    '"""\nbase.trainable = False\nx = base(x)\n"""\n\nfrom torch import nn\nclass Student(nn.Module):\n'
+    "    def __init__(self, teacher: nn.Module):\n        super().__init__()\n        self.teacher = teacher\n"
+    "        self.encoder = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))\n        self.encoder.requires_grad = False\n"
+)
+
+
 @fuzz(1000)
 @given(composed_programs())
+@example(_REPEATED * 2 + '"""\nbase.trainable = False\nx = base(x)\n"""\n')
 def test_composed_snippet_programs(source):
     check_fix_properties(source)
 
