@@ -7,9 +7,15 @@ import libcst as cst
 from lint.context import FileContext
 from lint.keras_models import BN_MODEL_TOKENS
 from lint.names import dotted
-from lint.nodes import children
+from lint.nodes import walk
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import TORCH_BN_CLASS, TORCHVISION_BN, TORCHVISION_BN_TOKENS
+from lint.torch_modules import (
+    TORCH_BN_CLASS,
+    TORCHVISION_BN,
+    TORCHVISION_BN_TOKENS,
+    is_torch_bn_class,
+    is_torchvision_bn_model,
+)
 
 _TENSOR_MAKERS = frozenset({"randn", "rand", "zeros", "ones", "empty", "full", "normal", "uniform", "random"})
 
@@ -293,10 +299,8 @@ class _Facts:
         last = node.value if isinstance(node, cst.Name) else node.attr.value
         if not (TORCH_BN_CLASS.match(last) or TORCHVISION_BN.match(last)):
             return False
-        qualname = self.ctx.imports.qualname(node) or ""
-        if TORCH_BN_CLASS.match(last):
-            return qualname.startswith("torch.") or "." not in qualname
-        return qualname.startswith("torchvision.")
+        qualname = self.ctx.imports.qualname(node)  # resolved only for names that can match
+        return is_torch_bn_class(qualname) or is_torchvision_bn_model(qualname)
 
     def is_training_loader(self, call: cst.Call, name: str | None, ctx: FileContext) -> bool:
         shuffle = _keyword(call, "shuffle")
@@ -412,13 +416,7 @@ def _loop_over(loop: cst.For) -> str | None:
 
 def _trains(body) -> bool:
     """Does a loop body call ``.backward()`` or ``.step()``?"""
-    stack = [body]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in (
-            "backward",
-            "step",
-        ):
-            return True
-        stack.extend(children(node))
-    return False
+    return any(
+        isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in ("backward", "step")
+        for node in walk(body)
+    )
