@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pytest_bncheck import _keras
+from pytest_bncheck import _keras, arguments
 from pytest_bncheck.data import make_batches
 from pytest_bncheck.diagnosis import advise, diagnose_layer, update_notes
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
@@ -61,6 +61,7 @@ def check_bn_consistency(
     :class:`~pytest_bncheck.errors.BNCheckInputError`.  The model is left bit-identical.
     """
     __tracebackhide__ = True
+    arguments.flag("raise_on_failure", raise_on_failure)
     report = run_check(
         model, x, y, history=history, batch_size=batch_size, steps=steps, sample_weight=sample_weight,
         class_weight=class_weight, tolerance={"atol": atol, "rtol": rtol},

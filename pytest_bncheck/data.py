@@ -12,18 +12,31 @@ import inspect
 from collections.abc import Iterator
 from typing import Any
 
-from pytest_bncheck import _keras
+from pytest_bncheck import _keras, arguments
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
+
+
+_PARTS = ("x", "y", "sample_weight")
+_DATASET_PARTS = ("the inputs", "the targets", "the sample weights")
 
 
 class Batches:
     """Re-iterable batches of ``(x, y, sample_weight)`` as a ``tf.data.Dataset`` yields them."""
 
-    def __init__(self, adapter: Any, steps: int | None):
+    def __init__(self, adapter: Any, steps: int | None, arrays: bool, batch_size: int | None):
         self.adapter = adapter
         self.steps = steps
+        self.arrays = arrays  # x, y, sample_weight given as separate arrays (batches cut by us)
+        self.batch_size = batch_size
         dataset = adapter.get_tf_dataset()
         self.dataset = dataset.take(steps) if steps is not None else dataset
+
+    def describe(self, part: int, batch: int) -> str:
+        """Which argument holds ``part`` (0 x, 1 y, 2 sample_weight) of batch ``batch``."""
+        if self.arrays and self.batch_size:
+            start = batch * self.batch_size
+            return f"{_PARTS[part]} (batch index {batch}: samples {start}..{start + self.batch_size - 1})"
+        return f"{_DATASET_PARTS[part]} of x's batch index {batch}"
 
     def __iter__(self) -> Iterator[Any]:
         self.adapter.on_epoch_begin()
@@ -50,10 +63,18 @@ def make_batches(
     batch_size: int | None = None,
     steps: int | None = None,
     class_weight: dict | None = None,
+    length_known: bool = False,
 ) -> Batches:
-    """Validate ``x``/``y`` as ``evaluate`` would and return re-iterable batches."""
+    """Validate ``x``/``y`` as ``evaluate`` would and return re-iterable batches.
+
+    ``length_known``: the caller saw ``fit`` reach the end of this data (the audit), so a
+    dataset of unknown cardinality is finite.
+    """
     tf = _keras.tf()
     keras = _keras.keras()
+    batch_size = arguments.positive_int("batch_size", batch_size)
+    steps = arguments.positive_int("steps", steps)
+    class_weight = arguments.class_weights(class_weight)
     if x is None:
         raise BNCheckInputError("no data: pass the training data as x (and y), as given to fit()")
     if inspect.isgenerator(x) or (isinstance(x, Iterator) and not isinstance(x, tf.data.Dataset)):
@@ -61,12 +82,18 @@ def make_batches(
             f"x is a one-shot {type(x).__name__}: the check reads the data twice; "
             "pass arrays, a tf.data.Dataset or a keras.utils.PyDataset instead"
         )
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise BNCheckInputError(f"steps must be a positive integer, got {steps!r}")
     if isinstance(x, tf.data.Dataset):
-        if int(x.cardinality()) == tf.data.INFINITE_CARDINALITY and steps is None:
+        cardinality = int(x.cardinality())
+        if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
             raise BNCheckInputError(
                 "x is an infinite tf.data.Dataset: pass steps= (the steps_per_epoch given to fit)"
+            )
+        if cardinality == tf.data.UNKNOWN_CARDINALITY and steps is None and not length_known:
+            # from_generator, filter...: it may never end, and reading it to find out could hang.
+            raise BNCheckInputError(
+                "x is a tf.data.Dataset of unknown length (from_generator, filter...), which may be infinite: "
+                "pass steps= (the steps_per_epoch given to fit), or declare its length with "
+                "dataset.apply(tf.data.experimental.assert_cardinality(n))"
             )
     elif isinstance(x, keras.utils.PyDataset):
         if x.num_batches is None and steps is None:
@@ -92,4 +119,48 @@ def make_batches(
         ) from None
     if adapter.num_batches == 0:
         raise BNCheckInputError("the data has no batches: pass the data the model was trained on")
-    return Batches(adapter, steps)
+    arrays = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+    return Batches(adapter, steps, arrays, getattr(adapter, "batch_size", None) if arrays else None)
+
+
+def _specs(structure: Any) -> str:
+    """``(None, 16) float32`` for every tensor in ``structure``, comma-separated."""
+    tree = _keras.keras().tree
+    leaves = [leaf for leaf in tree.flatten(structure) if leaf is not None] if structure is not None else []
+    shown = []
+    for leaf in leaves:
+        shape = tuple(getattr(leaf, "shape", ()))
+        dtype = getattr(getattr(leaf, "dtype", None), "name", None) or str(getattr(leaf, "dtype", "?"))
+        shown.append(f"{tuple(None if d is None else int(d) for d in shape)} {dtype}")
+    return ", ".join(shown) or "nothing"
+
+
+def _essence(exc: BaseException) -> str:
+    """The line of a Keras/TensorFlow error that says what did not fit."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    keys = ("shape", "dtype", "incompatible", "convert", "label value", "expected")
+    chosen = next((line for line in reversed(lines) if any(k in line.lower() for k in keys)), None)
+    chosen = chosen or (lines[0] if lines else type(exc).__name__)
+    return chosen if len(chosen) <= 160 else chosen[:157] + "..."
+
+
+def describe_mismatch(model: Any, data: Any, exc: BaseException) -> str:
+    """One line for data the model cannot take: what the model expects, what the data is."""
+    keras = _keras.keras()
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    inputs = getattr(model, "_inputs_struct", None) if getattr(model, "_inputs_struct", None) is not None else None
+    expected = _specs(inputs) if inputs is not None else None
+    tree = keras.tree
+    if inputs is not None:
+        ranks = [len(i.shape) for i in tree.flatten(inputs)]
+        given = [len(getattr(leaf, "shape", ())) for leaf in tree.flatten(x)]
+        if len(ranks) == len(given) and all(g == r - 1 for g, r in zip(given, ranks)):
+            return (
+                f"x yields single samples ({_specs(x)}) but model {model.name!r} takes batches ({expected}): "
+                "batch the dataset (dataset.batch(32)) as for fit()"
+            )
+    takes = f"takes {expected}" if expected else "cannot take it"
+    return (
+        f"the data does not fit model {model.name!r}, which {takes}: x's batches are {_specs(x)}, "
+        f"y's {_specs(y)} ({_essence(exc)})"
+    )

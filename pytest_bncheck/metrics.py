@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from pytest_bncheck.errors import BNCheckInputError
+from pytest_bncheck import arguments
 
 DEFAULT_ATOL = 0.05
 DEFAULT_RTOL = 0.1
@@ -81,10 +81,7 @@ def resolve(*sources: dict | None) -> Tolerance:
             continue
         for key in values:
             if values[key] is None and source.get(key) is not None:
-                values[key] = float(source[key])
-    for key, value in values.items():
-        if value is not None and (math.isnan(value) or value < 0):
-            raise BNCheckInputError(f"bn {key} must be a non-negative number, got {value}")
+                values[key] = arguments.tolerance(key, source[key])
     return Tolerance(
         DEFAULT_ATOL if values["atol"] is None else values["atol"],
         DEFAULT_RTOL if values["rtol"] is None else values["rtol"],

@@ -23,11 +23,13 @@ afterwards.
 from __future__ import annotations
 
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_bncheck import _keras
+from pytest_bncheck.data import describe_mismatch
+from pytest_bncheck.errors import BNCheckInputError
 from pytest_bncheck.layers import BatchNormRef
 from pytest_bncheck.stats import MomentAccumulator, Moments, batch_moments
 
@@ -45,7 +47,9 @@ class _Capture:
 
     def __init__(self, count: int):
         self.active = False
+        self.force_training = False  # the BN-only pass: batch statistics, every other layer in inference
         self.records: list[list[tuple[Any, Any, Any]]] = [[] for _ in range(count)]
+        self.calls: list[int] = [1] * count  # calls of each layer per forward pass, seen at trace time
 
     def clear(self) -> None:
         for records in self.records:
@@ -67,6 +71,8 @@ def _observing_inputs(refs: list[BatchNormRef], capture: _Capture):
         def call(inputs, *args, _index=index, _original=original, _axis=layer.axis, **kwargs):
             if capture.active:
                 capture.records[_index].append(batch_moments(inputs, _axis))
+            if capture.force_training:
+                kwargs["training"] = True
             return _original(inputs, *args, **kwargs)
 
         object.__setattr__(layer, "call", call)  # bypass Keras attribute tracking
@@ -88,18 +94,33 @@ class Passes:
         keras = _keras.keras()
         self._model = weakref.ref(model)
         self.refs = refs
-        self.metric_variables = list(model.metrics_variables)
-        self._reset_values = self._metric_reset_values(model)
-        self.train_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
-        self.infer_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
+        self.compiled = CompiledObjects(model)
         self.moments = [MomentAccumulator(int(r.layer.moving_mean.shape[0])) for r in refs]
         self.stored_mean = [tf.Variable(tf.identity(r.layer.moving_mean.value), trainable=False) for r in refs]
         self.stored_variance = [tf.Variable(tf.identity(r.layer.moving_variance.value), trainable=False) for r in refs]
         self.capture = _Capture(len(refs))
         self._unpack = keras.utils.unpack_x_y_sample_weight
+        self.metric_variables: list[Any] = []
+        self._ready = False
         self.train_step = tf.function(self._train_step, reduce_retracing=True)
+        self.bn_only_step = tf.function(self._bn_only_step, reduce_retracing=True)
         self.infer_step = tf.function(self._infer_step, reduce_retracing=True)
         self.moments_step = tf.function(self._moments_step, reduce_retracing=True)
+
+    def _prepare(self, data: Any) -> None:
+        """Build what the steps need outside the model, once, from the first batch."""
+        if self._ready:
+            return
+        tf = _keras.tf()
+        model = self._model()
+        self.compiled.build(model, *self._unpack(data))
+        with self.compiled.in_place(model):
+            self.metric_variables = list(model.metrics_variables)
+            self._reset_values = self._metric_reset_values(model)
+        self.train_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
+        self.bn_only_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
+        self.infer_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
+        self._ready = True
 
     # -- metric state --------------------------------------------------------------------
     def _metric_reset_values(self, model: Any) -> list[Any]:
@@ -122,6 +143,8 @@ class Passes:
         tf = _keras.tf()
         tree = _keras.keras().tree
         loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        # compute_loss divides by the replicas of a tf.distribute strategy; test_step undoes it.
+        loss = _keras.keras_src("losses.loss").unscale_loss_for_distribution(loss)
         batch = tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
         model._loss_tracker.update_state(loss, sample_weight=batch)
         model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -134,15 +157,26 @@ class Passes:
     def metric_results(self, accumulators: list[Any]) -> dict[str, float]:
         keras = _keras.keras()
         np = _keras.np()
+        model = self._model()
         mapping = [(v, a.read_value()) for v, a in zip(self.metric_variables, accumulators)]
-        with keras.StatelessScope(state_mapping=mapping):
-            logs = self._model().get_metrics_result()
+        with self.compiled.in_place(model), keras.StatelessScope(state_mapping=mapping):
+            logs = model.get_metrics_result()
         results = {}
         for name, value in logs.items():
             array = np.asarray(value)
             if array.size == 1:
                 results[name] = float(array.reshape(()))
         return results
+
+    def metric_objects(self) -> dict[str, Any]:
+        """The compiled metric objects by their result name (for their direction)."""
+        model = self._model()
+        with self.compiled.in_place(model):
+            found = {}
+            for metric in model.metrics:
+                for leaf in getattr(metric, "metrics", None) or [metric]:
+                    found.setdefault(leaf.name, leaf)
+        return found
 
     # -- compiled steps -----------------------------------------------------------------
     def _forward_observed(self, model: Any, x: Any) -> Any:
@@ -154,12 +188,13 @@ class Passes:
             self.capture.active = False
 
     def _fold_moments(self) -> None:
-        for accumulator, records in zip(self.moments, self.capture.records):
+        for index, (accumulator, records) in enumerate(zip(self.moments, self.capture.records)):
+            self.capture.calls[index] = max(len(records), 1)
             for count, mean, m2 in records:
                 accumulator.update(count, mean, m2)
         self.capture.clear()
 
-    def _train_step(self, data: Any) -> None:
+    def _train_step(self, data: Any) -> Any:
         keras = _keras.keras()
         model = self._model()
         x, y, sample_weight = self._unpack(data)
@@ -172,14 +207,31 @@ class Passes:
             self._update_metrics(model, x, y, y_pred, sample_weight, training=True)
         self._store(scope, self.metric_variables, self.train_metrics)
         self._fold_moments()
+        return finite_flags(x, y, sample_weight)
 
-    def _moments_step(self, data: Any) -> None:
+    def _bn_only_step(self, data: Any) -> None:
+        """Batch statistics in BatchNormalization, every other layer (Dropout...) in inference."""
         keras = _keras.keras()
-        x, _, _ = self._unpack(data)
+        model = self._model()
+        x, y, sample_weight = self._unpack(data)
+        mapping = self._metric_mapping(self.bn_only_metrics)
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            self.capture.force_training = True
+            try:
+                y_pred = model(x, training=False)
+            finally:
+                self.capture.force_training = False
+            self._update_metrics(model, x, y, y_pred, sample_weight, training=False)
+        self._store(scope, self.metric_variables, self.bn_only_metrics)
+
+    def _moments_step(self, data: Any) -> Any:
+        keras = _keras.keras()
+        x, y, sample_weight = self._unpack(data)
         self.capture.clear()
         with keras.StatelessScope():
             self._forward_observed(self._model(), x)
         self._fold_moments()
+        return finite_flags(x, None, None)
 
     def _infer_step(self, data: Any) -> None:
         keras = _keras.keras()
@@ -206,47 +258,152 @@ class Passes:
             self.stored_mean[i].assign(ref.layer.moving_mean.value if mean is None else mean)
             self.stored_variance[i].assign(ref.layer.moving_variance.value if variance is None else variance)
 
-    def training_and_inference(self, batches: Any) -> tuple[PassResult, PassResult]:
-        """One read of the data: training-mode metrics and moments, inference metrics."""
-        self._reset(self.train_metrics)
-        self._reset(self.infer_metrics)
-        for accumulator in self.moments:
-            accumulator.reset()
-        self._use_statistics(None)
+    def _run(self, batches: Any, steps: list[Any], observe: bool = False) -> tuple[int, int, list[Any]]:
+        """Run ``steps`` on every batch; returns batches, samples and the finiteness flags."""
+        model = self._model()
         count = samples = 0
-        with _observing_inputs(self.refs, self.capture):
+        flags = []
+        with _observing_inputs(self.refs, self.capture) if observe else nullcontext():
             for data in batches:
-                self.train_step(data)
-                self.infer_step(data)
+                self._prepare(data)
+                with self.compiled.in_place(model):
+                    for step in steps:
+                        flag = guarded(step, data, model)
+                        if flag is not None:
+                            flags.append(flag)
                 count += 1
                 samples += _batch_size(data)
+        return count, samples, flags
+
+    def training_and_inference(self, batches: Any) -> tuple[PassResult, PassResult]:
+        """One read of the data: training-mode metrics and moments, inference metrics."""
+        for accumulator in self.moments:
+            accumulator.reset()
+        self._reset_all()
+        self._use_statistics(None)
+        count, samples, flags = self._run(batches, [self.train_step, self.infer_step], observe=True)
+        check_finite(flags, batches)
         moments = [a.result() for a in self.moments]
         train = PassResult(self.metric_results(self.train_metrics), count, samples, moments)
         infer = PassResult(self.metric_results(self.infer_metrics), count, samples)
         return train, infer
 
+    def bn_only(self, batches: Any) -> PassResult:
+        """BatchNormalization in training mode, every other layer in inference mode."""
+        self._reset(self.bn_only_metrics)
+        count, samples, _ = self._run(batches, [self.bn_only_step], observe=True)
+        return PassResult(self.metric_results(self.bn_only_metrics), count, samples)
+
     def moments_only(self, batches: Any) -> PassResult:
         """One read of the data in training mode: the moments (for recalibration)."""
         for accumulator in self.moments:
             accumulator.reset()
-        count = samples = 0
-        with _observing_inputs(self.refs, self.capture):
-            for data in batches:
-                self.moments_step(data)
-                count += 1
-                samples += _batch_size(data)
+        count, samples, flags = self._run(batches, [self.moments_step], observe=True)
+        check_finite(flags, batches)
         return PassResult({}, count, samples, [a.result() for a in self.moments])
 
     def inference(self, batches: Any, statistics: list[tuple[Any, Any]] | None) -> PassResult:
         """Inference metrics with the given (mean, variance) per layer (None: keep stored)."""
         self._reset(self.infer_metrics)
         self._use_statistics(statistics)
-        count = samples = 0
-        for data in batches:
-            self.infer_step(data)
-            count += 1
-            samples += _batch_size(data)
+        count, samples, _ = self._run(batches, [self.infer_step])
         return PassResult(self.metric_results(self.infer_metrics), count, samples)
+
+    def _reset_all(self) -> None:
+        if self._ready:
+            for accumulators in (self.train_metrics, self.infer_metrics, self.bn_only_metrics):
+                self._reset(accumulators)
+class CompiledObjects:
+    """The model's compiled loss and metrics, or copies of them built outside the model.
+
+    A recompiled or reloaded model has compiled loss and metrics that are not built yet
+    (Keras builds them on the first ``fit``/``evaluate`` batch); building them would add
+    variables to the model.  The copies are built here from the same configuration, and put
+    in the model's place only while the check traces its steps and reads their results.
+    """
+
+    def __init__(self, model: Any):
+        self.loss = getattr(model, "_compile_loss", None)
+        self.metrics = getattr(model, "_compile_metrics", None)
+        self.copied = False
+
+    def build(self, model: Any, x: Any, y: Any, sample_weight: Any) -> None:
+        unbuilt_loss = self.loss is not None and not self.loss.built
+        unbuilt_metrics = self.metrics is not None and not self.metrics.built
+        if self.copied or not (unbuilt_loss or unbuilt_metrics):
+            return
+        keras = _keras.keras()
+        utils = _keras.keras_src("trainers.compile_utils")
+        with keras.StatelessScope():
+            y_pred = guarded(lambda data: model(data, training=False), x, model)
+        if unbuilt_loss:
+            loss = self.loss
+            self.loss = utils.CompileLoss(
+                loss._user_loss, loss._user_loss_weights, reduction=loss.reduction, output_names=loss.output_names
+            )
+            self.loss.build(y, y_pred)
+        if unbuilt_metrics:
+            metrics = self.metrics
+            self.metrics = utils.CompileMetrics(
+                metrics._user_metrics, metrics._user_weighted_metrics, output_names=metrics.output_names
+            )
+            self.metrics.build(y, y_pred)
+        self.copied = True
+
+    @contextmanager
+    def in_place(self, model: Any):
+        if not self.copied:
+            yield
+            return
+        saved = (model.__dict__.get("_compile_loss"), model.__dict__.get("_compile_metrics"))
+        object.__setattr__(model, "_compile_loss", self.loss)  # bypass Keras attribute tracking
+        object.__setattr__(model, "_compile_metrics", self.metrics)
+        try:
+            yield
+        finally:
+            object.__setattr__(model, "_compile_loss", saved[0])
+            object.__setattr__(model, "_compile_metrics", saved[1])
+
+
+def finite_flags(x: Any, y: Any, sample_weight: Any) -> Any:
+    """In-graph: whether every floating-point value of x, y and sample_weight is finite."""
+    tf = _keras.tf()
+    tree = _keras.keras().tree
+    flags = []
+    for part in (x, y, sample_weight):
+        ok = tf.constant(True)
+        for leaf in tree.flatten(part) if part is not None else []:
+            if isinstance(leaf, tf.Tensor) and leaf.dtype.is_floating:
+                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(leaf)))
+        flags.append(ok)
+    return tf.stack(flags)
+
+
+def check_finite(flags: list[Any], batches: Any) -> None:
+    """Raise, naming the argument and the first batch, when any batch had NaN or inf."""
+    if not flags:
+        return
+    np = _keras.np()
+    table = np.stack([flag.numpy() for flag in flags])
+    bad = np.argwhere(~table)
+    if bad.size:
+        batch, part = (int(i) for i in bad[0])
+        raise BNCheckInputError(
+            f"{batches.describe(part, batch)} has NaN or inf values: the check needs finite data and wrote "
+            "nothing into the model; clean the data (or drop those samples) and pass it again"
+        )
+
+
+def guarded(step: Any, data: Any, model: Any) -> Any:
+    """Call a compiled step; a mismatch between the data and the model becomes one line."""
+    tf = _keras.tf()
+    try:
+        return step(data)
+    except BNCheckInputError:
+        raise
+    except (ValueError, TypeError, tf.errors.OpError) as exc:
+        raise BNCheckInputError(describe_mismatch(model, data, exc)) from None
+
 
 
 def _batch_size(data: Any) -> int:

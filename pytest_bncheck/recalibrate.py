@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_bncheck import _keras, arguments
 from pytest_bncheck.data import make_batches
+from pytest_bncheck.distribute import assign_everywhere
 from pytest_bncheck.diagnosis import diagnose_layer
 from pytest_bncheck.errors import BNCheckInputError
 from pytest_bncheck.layers import find_batchnorm_layers
@@ -70,6 +72,8 @@ def recalibrate_batchnorm(
     from pytest_bncheck.consistency import validate_model
 
     validate_model(model, compiled=False)
+    batch_size = arguments.positive_int("batch_size", batch_size)
+    steps = arguments.positive_int("steps", steps)
     refs = find_batchnorm_layers(model)
     summary = RecalibrationSummary(model.name, 0, 0)
     if not refs:
@@ -79,18 +83,48 @@ def recalibrate_batchnorm(
     if result.batches == 0:
         raise BNCheckInputError("the data yielded no batches: pass the data the model was trained on")
     summary.samples, summary.batches = result.samples, result.batches
+    # Everything is computed and checked before the first write: a failure leaves the model
+    # bit-identical.
+    writes = []
     for ref, moments in zip(refs, result.moments):
         if ref.frozen:
             summary.skipped_frozen.append(ref.path)
             continue
+        np = _keras.np()
+        if not (np.all(np.isfinite(moments.mean)) and np.all(np.isfinite(moments.variance))):
+            raise BNCheckInputError(
+                f"the inputs of {ref.path} are not finite on this data (the model's activations overflow or it "
+                "diverged): nothing was written into the model; recalibrate a model whose predictions are finite"
+            )
         before = diagnose_layer(ref, moments, None, False)
-        layer = ref.layer
-        layer.moving_mean.assign(moments.mean.astype(layer.moving_mean.dtype))
-        layer.moving_variance.assign(moments.variance.astype(layer.moving_variance.dtype))
+        writes += statistics_writes(ref.layer, moments.mean, moments.variance)
         summary.recalibrated.append(
             LayerRecalibration(
                 ref.path, before.output_error, before.mean_shift_max,
                 before.variance_ratio_min, before.variance_ratio_max,
             )
         )
+    for variable, value in writes:
+        assign_everywhere(variable, value)
     return summary
+
+
+def statistics_writes(layer: Any, mean: Any, variance: Any) -> list[tuple[Any, Any]]:
+    """``(variable, value)`` pairs that set ``layer``'s inference statistics to ``mean``/``variance``.
+
+    A ``renorm=True`` layer also keeps ``moving_stddev``, from which each training step
+    re-derives ``moving_variance`` (``relu(stddev**2 - epsilon)``): it is set to
+    ``sqrt(variance + epsilon)``, consistently, so the next step does not undo the
+    recalibration.  Its ``renorm_mean``/``renorm_stddev`` are what training mode normalizes
+    with; they are left alone (changing them would change the training-mode inputs of every
+    later layer, on which these statistics were measured).
+    """
+    np = _keras.np()
+    pairs = [
+        (layer.moving_mean, np.asarray(mean, dtype=layer.moving_mean.dtype)),
+        (layer.moving_variance, np.asarray(variance, dtype=layer.moving_variance.dtype)),
+    ]
+    if getattr(layer, "renorm", False):
+        stddev = np.sqrt(np.asarray(variance, dtype=np.float64) + float(layer.epsilon))
+        pairs.append((layer.moving_stddev, stddev.astype(layer.moving_stddev.dtype)))
+    return pairs
