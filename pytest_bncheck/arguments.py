@@ -56,5 +56,5 @@ def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str | None:
 def class_weights(value: Any) -> dict | None:
     """``None`` or a dict from class index to weight, as ``fit`` takes it."""
     if value is not None and not isinstance(value, dict):
-        raise BNCheckTypeError(f"class_weight must be a dict {{class index: weight}} or None, got {type(value).__name__}")
+        raise BNCheckTypeError(f"class_weight must be a dict {{class index: weight}} or None, got {value!r} ({type(value).__name__})")
     return value

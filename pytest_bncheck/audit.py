@@ -244,6 +244,8 @@ def check_arguments(fit_arguments: dict) -> dict | None:
         "batch_size": fit_arguments.get("batch_size"),
         "class_weight": fit_arguments.get("class_weight"),
         "steps": fit_arguments.get("steps_per_epoch"),
+        # Without steps_per_epoch, fit returned only because it read x to its end: x is finite.
+        "length_known": fit_arguments.get("steps_per_epoch") is None,
     }
 
 

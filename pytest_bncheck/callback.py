@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_bncheck import _keras, audit
+from pytest_bncheck import _keras, arguments, audit
 from pytest_bncheck.consistency import run_check
+from pytest_bncheck.errors import BNCheckTypeError
 from pytest_bncheck.report import BNConsistencyError
 
 _keras_module = _keras.keras()
@@ -45,6 +46,14 @@ class BNConsistencyCallback(_keras_module.callbacks.Callback):
         print_fn: Any = print,
     ):
         super().__init__()
+        arguments.positive_int("batch_size", batch_size)
+        arguments.positive_int("steps", steps)
+        arguments.class_weights(class_weight)
+        arguments.tolerance("atol", atol)
+        arguments.tolerance("rtol", rtol)
+        arguments.flag("raise_on_failure", raise_on_failure)
+        if not callable(print_fn):
+            raise BNCheckTypeError(f"print_fn must be callable (print, logging.info...), got {print_fn!r}")
         self._data = {
             "x": x, "y": y, "batch_size": batch_size, "steps": steps,
             "sample_weight": sample_weight, "class_weight": class_weight,

@@ -176,14 +176,17 @@ def run_check(
     class_weight: dict | None = None,
     tolerance: dict | None = None,
     update_counts: dict[int, int] | None = None,
+    length_known: bool = False,
 ) -> BNConsistencyReport:
-    """The check without raising; ``update_counts`` maps ``id(layer)`` to updates counted by the audit."""
+    """The check without raising; ``update_counts`` maps ``id(layer)`` to updates counted by the
+    audit; ``length_known``: fit was seen reading ``x`` to its end (see :func:`make_batches`)."""
     validate_model(model)
     tol = resolve(tolerance)
     fit = fit_time_metrics(model, history)
     refs = find_batchnorm_layers(model)
     batches = make_batches(
-        x, y, sample_weight=sample_weight, batch_size=batch_size, steps=steps, class_weight=class_weight
+        x, y, sample_weight=sample_weight, batch_size=batch_size, steps=steps, class_weight=class_weight,
+        length_known=length_known,
     )
     passes = passes_for(model, refs)
     train, infer = passes.training_and_inference(batches)

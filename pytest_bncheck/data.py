@@ -9,6 +9,7 @@ pass), so one-shot Python generators are refused, and infinite data needs ``step
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,21 +108,22 @@ def make_batches(
         if size == 0:
             raise BNCheckInputError("x is empty (0 samples): pass the data the model was trained on")
     get_adapter = _keras.keras_src("trainers.data_adapters").get_data_adapter
+    arrays = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
     try:
         adapter = get_adapter(
             x, y, sample_weight=sample_weight, batch_size=batch_size, steps_per_epoch=steps,
             shuffle=False, class_weight=class_weight,
         )
+        if adapter.num_batches == 0:
+            raise BNCheckInputError("the data has no batches: pass the data the model was trained on")
+        return Batches(adapter, steps, arrays, getattr(adapter, "batch_size", None) if arrays else None)
     except (ValueError, TypeError, NotImplementedError) as exc:
+        if isinstance(exc, BNCheckInputError):
+            raise
         message = " ".join(str(exc).split())
         raise BNCheckInputError(
             f"x/y are not accepted as Model.evaluate would accept them: {message}"
         ) from None
-    if adapter.num_batches == 0:
-        raise BNCheckInputError("the data has no batches: pass the data the model was trained on")
-    arrays = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
-    return Batches(adapter, steps, arrays, getattr(adapter, "batch_size", None) if arrays else None)
-
 
 def _specs(structure: Any) -> str:
     """``(None, 16) float32`` for every tensor in ``structure``, comma-separated."""
@@ -137,18 +139,25 @@ def _specs(structure: Any) -> str:
 
 def _essence(exc: BaseException) -> str:
     """The line of a Keras/TensorFlow error that says what did not fit."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    keys = ("shape", "dtype", "incompatible", "convert", "label value", "expected")
-    chosen = next((line for line in reversed(lines) if any(k in line.lower() for k in keys)), None)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras highlights names with ANSI codes
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    chosen = None
+    for key in ("incompatible", "must have the same shape", "label value", "expected", "dtype", "shape"):
+        chosen = next((line for line in lines if key in line.lower()), None)
+        if chosen:
+            break
     chosen = chosen or (lines[0] if lines else type(exc).__name__)
-    return chosen if len(chosen) <= 160 else chosen[:157] + "..."
+    return chosen if len(chosen) <= 120 else chosen[:117] + "..."
 
 
 def describe_mismatch(model: Any, data: Any, exc: BaseException) -> str:
     """One line for data the model cannot take: what the model expects, what the data is."""
     keras = _keras.keras()
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-    inputs = getattr(model, "_inputs_struct", None) if getattr(model, "_inputs_struct", None) is not None else None
+    try:
+        inputs, outputs = model.inputs, model.outputs  # functional and Sequential; subclassed have none
+    except (AttributeError, ValueError):
+        inputs = outputs = None
     expected = _specs(inputs) if inputs is not None else None
     tree = keras.tree
     if inputs is not None:
@@ -159,7 +168,7 @@ def describe_mismatch(model: Any, data: Any, exc: BaseException) -> str:
                 f"x yields single samples ({_specs(x)}) but model {model.name!r} takes batches ({expected}): "
                 "batch the dataset (dataset.batch(32)) as for fit()"
             )
-    takes = f"takes {expected}" if expected else "cannot take it"
+    takes = f"takes {expected} and outputs {_specs(outputs)}" if expected else "cannot take it"
     return (
         f"the data does not fit model {model.name!r}, which {takes}: x's batches are {_specs(x)}, "
         f"y's {_specs(y)} ({_essence(exc)})"

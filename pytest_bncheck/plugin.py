@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_bncheck import audit
+from pytest_bncheck import arguments, audit
 from pytest_bncheck.errors import BNCheckInputError, BNConsistencyWarning
 from pytest_bncheck.metrics import resolve
 
@@ -83,6 +83,34 @@ def _ini_tolerance(config: pytest.Config) -> dict:
 def _marker_options(node: Any) -> dict:
     marker = node.get_closest_marker(MARKER) if node is not None else None
     return dict(marker.kwargs) if marker is not None else {}
+
+
+MARKER_OPTIONS = ("atol", "rtol", "audit", "mode")
+
+
+def validate_marker(node: Any) -> None:
+    """One line naming the marker's bad argument (raised before the test runs)."""
+    marker = node.get_closest_marker(MARKER)
+    if marker is None:
+        return
+    where = f"@pytest.mark.{MARKER}"
+    if marker.args:
+        raise BNCheckInputError(f"{where} takes keyword arguments only ({', '.join(MARKER_OPTIONS)}), got {marker.args!r}")
+    unknown = sorted(set(marker.kwargs) - set(MARKER_OPTIONS))
+    if unknown:
+        raise BNCheckInputError(f"{where} got unknown argument(s) {', '.join(unknown)}; it takes {', '.join(MARKER_OPTIONS)}")
+    for key in ("atol", "rtol"):
+        arguments.tolerance(f"{where}: {key}", marker.kwargs.get(key))
+    arguments.flag(f"{where}: audit", marker.kwargs.get("audit", True))
+    arguments.choice(f"{where}: mode", marker.kwargs.get("mode"), MODES)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    try:
+        validate_marker(item)
+    except BNCheckInputError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def tolerance_sources(config: pytest.Config, node: Any, call: dict | None = None) -> list[dict]:

@@ -106,3 +106,93 @@ def test_recalibrate_rejects_non_models_and_handles_models_without_batchnorm():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="plain")
     summary = recalibrate_batchnorm(model, np.zeros((8, 4), "float32"))
     assert summary.recalibrated == [] and "recalibrated 0 BatchNormalization layers" in str(summary)
+
+
+def one_line(call, *args, **kwargs) -> str:
+    """Like raised(), for messages that also show the shapes (up to two short lines' worth)."""
+    with pytest.raises(BNCheckInputError) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400 and info.value.__cause__ is None
+    assert "Traceback" not in message and "\x1b[" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "kind"),
+    [
+        ("atol", "abc", TypeError), ("rtol", [0.1], TypeError), ("atol", True, TypeError),
+        ("batch_size", -1, ValueError), ("batch_size", 2.5, TypeError), ("batch_size", 0, ValueError),
+        ("steps", True, TypeError), ("raise_on_failure", "no", TypeError), ("class_weight", [1.0, 2.0], TypeError),
+    ],
+)
+def test_every_bad_argument_is_named_in_one_line(trained, argument, value, kind):
+    model, x, y, _ = trained
+    error = raised(check_bn_consistency, model, x, y, **{argument: value})
+    assert isinstance(error, kind) and str(error).startswith(f"{argument} must be ")
+    assert repr(value) in str(error)
+
+
+def test_numpy_integers_are_integers(trained):
+    model, x, y, _ = trained
+    report = check_bn_consistency(model, x, y, batch_size=np.int64(32), steps=np.int32(3), raise_on_failure=False)
+    assert report.batches == 3 and report.samples == 96
+
+
+def test_recalibrate_and_callback_validate_their_arguments(trained):
+    from pytest_bncheck import BNConsistencyCallback
+
+    model, x, y, _ = trained
+    assert str(raised(recalibrate_batchnorm, model, x, batch_size=0)).startswith("batch_size must be ")
+    assert str(raised(recalibrate_batchnorm, model, x, steps=1.5)).startswith("steps must be ")
+    assert str(raised(BNConsistencyCallback, x, y, atol="x")).startswith("atol must be ")
+    assert str(raised(BNConsistencyCallback, x, y, print_fn="stdout")).startswith("print_fn must be callable")
+
+
+def test_wrong_input_shape_says_what_the_model_takes(trained):
+    model, x, y, _ = trained
+    message = one_line(check_bn_consistency, model, x[:, :8], y)
+    assert message.startswith("the data does not fit model 'bn_mlp', which takes (None, 16) float32")
+    assert "x's batches are (32, 8) float32" in message and "incompatible" in message
+
+
+def test_wrong_number_of_classes_says_the_shapes(trained):
+    model, x, y, _ = trained
+    message = one_line(check_bn_consistency, model, x, np.ones((96, 5), "float32"))
+    assert "outputs (None, 3) float32" in message and "y's (32, 5) float32" in message
+
+
+def test_unbatched_dataset_says_to_batch_it(trained):
+    model, x, y, _ = trained
+    message = one_line(check_bn_consistency, model, tf.data.Dataset.from_tensor_slices((x, y)))
+    assert message.startswith("x yields single samples ((16,) float32) but model 'bn_mlp' takes batches")
+    assert "dataset.batch(32)" in message
+
+
+def test_string_data(trained):
+    model, _, y, _ = trained
+    message = one_line(check_bn_consistency, model, np.array([["a"] * 16] * 96), y)
+    assert "not accepted as Model.evaluate would accept them" in message and "dtype" in message
+
+
+def test_dataset_of_unknown_length_without_steps_is_refused_not_read_forever(trained):
+    model, x, y, _ = trained
+
+    def forever():
+        while True:
+            yield x[:32], y[:32]
+
+    spec = (tf.TensorSpec((None, 16)), tf.TensorSpec((None, 3)))
+    endless = [
+        tf.data.Dataset.from_generator(forever, output_signature=spec),
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat().filter(lambda a, b: True),
+    ]
+    for dataset in endless:
+        assert "tf.data.Dataset of unknown length" in one_line(check_bn_consistency, model, dataset)
+        report = check_bn_consistency(model, dataset, steps=2, raise_on_failure=False)
+        assert report.batches == 2
+    # A finite one that fit was seen reading to its end (the audit says so) is checked whole.
+    from pytest_bncheck.consistency import run_check
+
+    finite = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).filter(lambda a, b: True)
+    assert run_check(model, finite, length_known=True).batches == 3

@@ -63,6 +63,16 @@ def test_fixture_call_tolerance_beats_marker(bn_consistency):
 def test_fixture_fails_with_report(bn_consistency):
     model, x, y, history = bn_models.undertrained()
     bn_consistency(model, x, y, batch_size=32)
+
+
+@pytest.mark.bn_consistency(mode="bogus")
+def test_marker_with_bad_mode():
+    pass
+
+
+@pytest.mark.bn_consistency(audit="no")
+def test_marker_with_bad_audit():
+    pass
 '''
 
 
@@ -98,8 +108,12 @@ def test_audit_marker_fixture_and_precedence(pytester: pytest.Pytester):
         "test_fixture_call_tolerance_beats_marker": "PASSED",
         "test_fixture_fails_with_report": "FAILED",
         "test_small_cnn_learns_stripes": "PASSED",
+        "test_marker_with_bad_mode": "ERROR",
+        "test_marker_with_bad_audit": "ERROR",
     }, result.stdout.str()
     text = result.stdout.str()
+    assert "@pytest.mark.bn_consistency: mode must be one of 'fail', 'warn' or None, got 'bogus'" in text
+    assert "@pytest.mark.bn_consistency: audit must be True or False, got 'no' (str)" in text
     assert "--bn-consistency: model.fit at " in text and "bn_models.py" in text
     assert "BatchNormalization consistency check FAILED (cause: batchnorm)" in text
     assert "BNConsistencyError" in text  # the fixture's failure
