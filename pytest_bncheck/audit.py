@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_bncheck import _keras
+from pytest_bncheck.report import StatisticsChange
 
 #: layer -> moving-average updates counted since its statistics were initial.
 _COUNTS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
@@ -49,12 +50,68 @@ def _is_initial(layer: Any) -> bool:
 
 
 class FitCount:
-    """The optimizer step and the trainable BatchNormalization layers when a fit began."""
+    """The optimizer step and the trainable BatchNormalization layers when a fit began, and the
+    statistics of the layers that fit() must not update (see :func:`watched_layers`)."""
 
-    def __init__(self, start: int, trainable: list[Any]):
+    def __init__(self, start: int, trainable: list[Any], watched: list[tuple[Any, str, Any, Any]] | None = None):
         self.start = start
         self.trainable = trainable
+        self.watched = watched or []
+        self.changes: list[StatisticsChange] = []
         self.done = False
+
+
+def inference_called(model: Any) -> dict[int, str]:
+    """``id(layer) -> sub-model path`` for the layers of every sub-model that a functional
+    model calls with ``training=False`` (its graph records the call's arguments)."""
+    found: dict[int, str] = {}
+
+    def walk(container: Any, prefix: str) -> None:
+        for sub in container._flatten_layers(include_self=False, recursive=False):
+            path = f"{prefix}{sub.name}"
+            nodes = getattr(sub, "_inbound_nodes", None) or []
+            if any(node.arguments.kwargs.get("training", None) is False for node in nodes):
+                for layer in sub._flatten_layers(include_self=True, recursive=True):
+                    found.setdefault(id(layer), path)
+            walk(sub, f"{path}/")
+
+    walk(model, "")
+    return found
+
+
+def watched_layers(model: Any) -> list[tuple[Any, str, Any, Any]]:
+    """``(ref, reason, moving_mean, moving_variance)`` for every BatchNormalization layer whose
+    statistics fit() must leave alone: inside a sub-model called with ``training=False``, or
+    not trainable."""
+    from pytest_bncheck.layers import find_batchnorm_layers
+
+    called = inference_called(model)
+    watched = []
+    for ref in find_batchnorm_layers(model):
+        if not ref.layer.built:
+            continue
+        if id(ref.layer) in called:
+            reason = f"training=False:{called[id(ref.layer)]}"
+        elif ref.frozen:
+            reason = "trainable=False"
+        else:
+            continue
+        watched.append((ref, reason, ref.layer.moving_mean.numpy().copy(), ref.layer.moving_variance.numpy().copy()))
+    return watched
+
+
+def statistics_changes(watched: list[tuple[Any, str, Any, Any]]) -> list[StatisticsChange]:
+    np = _keras.np()
+    changes = []
+    for ref, reason, mean, variance in watched:
+        new_mean, new_variance = ref.layer.moving_mean.numpy(), ref.layer.moving_variance.numpy()
+        if np.array_equal(mean, new_mean) and np.array_equal(variance, new_variance):
+            continue
+        scale = np.sqrt(variance.astype(np.float64) + float(ref.layer.epsilon))
+        shift = float(np.max(np.abs(new_mean.astype(np.float64) - mean) / scale))
+        kind, _, container = reason.partition(":")
+        changes.append(StatisticsChange(ref.path, kind, container or None, shift))
+    return changes
 
 
 def before_fit(model: Any) -> FitCount:
@@ -78,7 +135,7 @@ def before_fit(model: Any) -> FitCount:
                 _UNCOUNTABLE.add(layer)
         if layer.trainable:
             trainable.append(layer)
-    return FitCount(_iterations(model), trainable)
+    return FitCount(_iterations(model), trainable, watched_layers(model))
 
 
 def after_fit(model: Any, count: FitCount) -> None:
@@ -86,6 +143,7 @@ def after_fit(model: Any, count: FitCount) -> None:
     if count.done:
         return
     count.done = True
+    count.changes = statistics_changes(count.watched)
     steps = max(_iterations(model) - count.start, 0)
     for layer in count.trainable:
         if layer in _UNCOUNTABLE:
@@ -138,6 +196,7 @@ def _audited_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
             arguments.pop("self", None)
             arguments.update(arguments.pop("kwargs", {}))
             arguments["caller"] = _fit_caller()
+            arguments["statistics_changed"] = before.changes
             sink(self, history, arguments)
         return history
     finally:
@@ -255,6 +314,7 @@ def audit_fit(model: Any, history: Any, fit_arguments: dict, tolerance: dict | N
     from pytest_bncheck.errors import BNCheckInputError
     from pytest_bncheck.layers import find_batchnorm_layers
 
+    changes = fit_arguments.pop("statistics_changed", [])
     if not find_batchnorm_layers(model):
         return "no BatchNormalization layer"
     if not getattr(history, "history", None) or not any(history.history.values()):
@@ -264,7 +324,8 @@ def audit_fit(model: Any, history: Any, fit_arguments: dict, tolerance: dict | N
         return "fit was given a one-shot generator, which cannot be read again"
     try:
         return run_check(
-            model, history=history, tolerance=tolerance, update_counts=counted_updates(model), **arguments
+            model, history=history, tolerance=tolerance, update_counts=counted_updates(model),
+            statistics_changed=changes, **arguments,
         )
     except BNCheckInputError as exc:
         return str(exc)

@@ -75,7 +75,8 @@ class BNConsistencyCallback(_keras_module.callbacks.Callback):
             return
         self.report = run_check(
             self.model, history=history, tolerance=self._tolerance,
-            update_counts=audit.counted_updates(self.model), **self._data,
+            update_counts=audit.counted_updates(self.model),
+            statistics_changed=self._before.changes if self._before is not None else None, **self._data,
         )
         if self.report.passed:
             return

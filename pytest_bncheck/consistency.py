@@ -27,12 +27,12 @@ from typing import Any
 
 from pytest_bncheck import _keras, arguments
 from pytest_bncheck.data import make_batches
-from pytest_bncheck.diagnosis import advise, diagnose_layer, update_notes
+from pytest_bncheck.diagnosis import advise, diagnose_layer, override_advice, update_notes
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
 from pytest_bncheck.layers import BatchNormRef, find_batchnorm_layers
 from pytest_bncheck.metrics import agrees, direction, resolve
 from pytest_bncheck.passes import passes_for
-from pytest_bncheck.report import BNConsistencyError, BNConsistencyReport, MetricComparison
+from pytest_bncheck.report import BNConsistencyError, BNConsistencyReport, MetricComparison, StatisticsChange
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays when fit() is given no batch_size
 
@@ -177,9 +177,12 @@ def run_check(
     tolerance: dict | None = None,
     update_counts: dict[int, int] | None = None,
     length_known: bool = False,
+    statistics_changed: list[StatisticsChange] | None = None,
 ) -> BNConsistencyReport:
     """The check without raising; ``update_counts`` maps ``id(layer)`` to updates counted by the
-    audit; ``length_known``: fit was seen reading ``x`` to its end (see :func:`make_batches`)."""
+    audit; ``length_known``: fit was seen reading ``x`` to its end (see :func:`make_batches`);
+    ``statistics_changed``: layers whose statistics the fit changed although it must not (the
+    audit and the callback see that; it fails the check even when the metrics agree)."""
     validate_model(model)
     tol = resolve(tolerance)
     fit = fit_time_metrics(model, history)
@@ -220,6 +223,10 @@ def run_check(
             + ("" if passed else f" (inference differs from fit on {', '.join(c.name for c in comparisons if not c.inference_agrees)}, for another reason)")
         )
         passed, cause = True, None
+    changed = list(statistics_changed or [])
+    if changed:
+        passed = False
+        cause = cause or ("keras#20285" if any(c.reason == "training=False" for c in changed) else "frozen-updated")
     failing = [c for c in comparisons if not c.inference_agrees]
     closes = None
     if failing and recalibrated is not None:
@@ -248,7 +255,8 @@ def run_check(
         batch_size=effective_batch,
         recalibration_closes_gap=closes,
         notes=notes,
-        advice=advise(cause, comparisons, layers, closes, effective_batch),
+        advice=override_advice(changed) + advise(cause, comparisons, layers, closes, effective_batch, changed),
+        statistics_changed=changed,
     )
 
 

@@ -6,7 +6,7 @@ import math
 
 from pytest_bncheck import _keras
 from pytest_bncheck.layers import BatchNormRef
-from pytest_bncheck.report import LayerDiagnosis, MetricComparison, fmt
+from pytest_bncheck.report import LayerDiagnosis, MetricComparison, StatisticsChange, fmt
 from pytest_bncheck.stats import Moments
 
 #: Share of the initial values above which a layer's moving averages count as unconverged.
@@ -85,14 +85,40 @@ def _gap(c: MetricComparison, value: float | None) -> str:
     return f"{c.name} {fmt(c.fit)} at fit, {fmt(c.inference)} at inference, {fmt(value)} recalibrated"
 
 
+def override_advice(changes: list[StatisticsChange]) -> list[str]:
+    """What the audit saw fit() do to statistics it must not update, grouped by sub-model."""
+    groups: dict[tuple[str, str | None], list[StatisticsChange]] = {}
+    for change in changes:
+        groups.setdefault((change.reason, change.container), []).append(change)
+    advice = []
+    for (reason, container), group in groups.items():
+        worst = max(group, key=lambda c: c.mean_shift)
+        largest = f"largest moving_mean change {worst.mean_shift:.2g} standard deviations, {worst.path}"
+        if reason == "training=False":
+            advice.append(
+                f"the moving statistics of {len(group)} BatchNormalization layers in {container!r} changed during "
+                f"fit() although it was called with training=False (Keras 3.0-3.15, keras-team/keras#20285; "
+                f"{largest}); set trainable = False on each BatchNormalization layer of {container!r} after "
+                "unfreezing it, then recompile"
+            )
+        else:
+            advice.append(
+                f"the moving statistics of {len(group)} BatchNormalization layers with trainable=False changed during "
+                f"fit() ({largest}): something other than BatchNormalization's training step writes them (a custom "
+                "train_step or a callback?)"
+            )
+    return advice
+
+
 def advise(
     cause: str | None,
     comparisons: list[MetricComparison],
     layers: list[LayerDiagnosis],
     closes_gap: bool | None,
     batch_size: int | None,
+    changes: list[StatisticsChange] | None = None,
 ) -> list[str]:
-    """The fixes that apply, most direct first."""
+    """The fixes that apply, most direct first (after :func:`override_advice`)."""
     if cause == "other":
         return [
             "training mode on the final weights shares the gap, so BatchNormalization does not explain it: "
@@ -128,7 +154,7 @@ def advise(
             f"or lower the momentum (momentum=0.9 needs {updates_needed(0.9)} updates)"
         )
     nested = [layer for layer in trainable if layer.nested]
-    if nested:
+    if nested and not any(c.reason == "training=False" for c in changes or []):  # else said directly
         base = nested[0].path.split("/")[0]
         advice.append(
             f"{len(nested)} BatchNormalization layers inside the sub-model {base!r} are trainable: when fine-tuning a "

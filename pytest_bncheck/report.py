@@ -59,6 +59,21 @@ class LayerDiagnosis:
     output_error: float
 
 
+@dataclass(frozen=True)
+class StatisticsChange:
+    """A BatchNormalization layer whose moving statistics fit() changed although it must not.
+
+    ``reason`` is ``"training=False"`` (inside ``container``, a sub-model the model calls with
+    ``training=False``: keras-team/keras#20285) or ``"trainable=False"``; ``mean_shift`` is the
+    largest change of ``moving_mean``, in standard deviations of the statistics before fit.
+    """
+
+    path: str
+    reason: str
+    container: str | None
+    mean_shift: float
+
+
 @dataclass
 class BNConsistencyReport:
     """The check's verdict.  ``str(report)`` is what a failing test shows."""
@@ -79,6 +94,7 @@ class BNConsistencyReport:
     recalibration_closes_gap: bool | None = None
     notes: list[str] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
+    statistics_changed: list[StatisticsChange] = field(default_factory=list)  # seen by the audit/callback
 
     @property
     def failing_metrics(self) -> list[str]:

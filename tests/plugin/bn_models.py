@@ -56,3 +56,32 @@ def well_trained(epochs: int = 60):
     model = bn_mlp(momentum=0.9)
     history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
     return model, x, y, history
+
+
+def fine_tuning(keep_batchnorm_frozen: bool = False):
+    """A base pretrained to consistent statistics, a head trained on the frozen base called with
+    training=False, then the base unfrozen and the model recompiled: the next fit() updates the
+    base's BatchNormalization statistics anyway on Keras 3.0-3.15 (keras-team/keras#20285)
+    unless each BatchNormalization layer is kept frozen."""
+    x, y = blobs()
+    keras.utils.set_random_seed(4)
+    base = keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dense(32, use_bias=False), keras.layers.BatchNormalization(momentum=0.9),
+         keras.layers.ReLU()],
+        name="base",
+    )
+    pretraining = keras.Sequential([base, keras.layers.Dense(3, activation="softmax")])
+    pretraining.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["acc"])
+    pretraining.fit(x, y, batch_size=32, epochs=30, verbose=0)
+    base.trainable = False
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(base(inputs, training=False)))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["acc"])
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    base.trainable = True
+    if keep_batchnorm_frozen:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["acc"])
+    return model, x, y

@@ -51,3 +51,26 @@ def test_importing_the_package_and_plugin_does_not_import_tensorflow():
         "assert callable(pytest_bncheck.__getattr__)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_callback_catches_keras_20285_even_when_the_metrics_agree():
+    model, x, y = bn_models.fine_tuning()
+    callback = BNConsistencyCallback(x, y, batch_size=32, print_fn=lambda text: None)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    report = callback.report
+    assert all(c.inference_agrees for c in report.comparisons)  # the metrics alone would pass
+    assert not report.passed and report.cause == "keras#20285"
+    (change,) = report.statistics_changed
+    assert change.reason == "training=False" and change.container == "base" and change.path.startswith("base/")
+    assert report.advice[0].startswith(
+        "the moving statistics of 1 BatchNormalization layers in 'base' changed during fit() although it was "
+        "called with training=False (Keras 3.0-3.15, keras-team/keras#20285"
+    )
+    assert "set trainable = False on each BatchNormalization layer of 'base'" in str(report)
+
+
+def test_callback_is_silent_when_batchnorm_is_kept_frozen_while_fine_tuning():
+    model, x, y = bn_models.fine_tuning(keep_batchnorm_frozen=True)
+    callback = BNConsistencyCallback(x, y, batch_size=32, print_fn=lambda text: None)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    assert callback.report.passed and callback.report.statistics_changed == []

@@ -65,6 +65,11 @@ def test_fixture_fails_with_report(bn_consistency):
     bn_consistency(model, x, y, batch_size=32)
 
 
+def test_fine_tuning_override_fails():
+    model, x, y = bn_models.fine_tuning()
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+
+
 @pytest.mark.bn_consistency(mode="bogus")
 def test_marker_with_bad_mode():
     pass
@@ -108,10 +113,13 @@ def test_audit_marker_fixture_and_precedence(pytester: pytest.Pytester):
         "test_fixture_call_tolerance_beats_marker": "PASSED",
         "test_fixture_fails_with_report": "FAILED",
         "test_small_cnn_learns_stripes": "PASSED",
+        "test_fine_tuning_override_fails": "FAILED",
         "test_marker_with_bad_mode": "ERROR",
         "test_marker_with_bad_audit": "ERROR",
     }, result.stdout.str()
     text = result.stdout.str()
+    assert "consistency check FAILED (cause: keras#20285)" in text
+    assert "changed during fit() although it was called with training=False" in text
     assert "@pytest.mark.bn_consistency: mode must be one of 'fail', 'warn' or None, got 'bogus'" in text
     assert "@pytest.mark.bn_consistency: audit must be True or False, got 'no' (str)" in text
     assert "--bn-consistency: model.fit at " in text and "bn_models.py" in text
