@@ -27,7 +27,7 @@ from typing import Any
 
 from pytest_bncheck import _keras, arguments
 from pytest_bncheck.data import make_batches
-from pytest_bncheck.diagnosis import advise, diagnose_layer, override_advice, update_notes
+from pytest_bncheck.diagnosis import advise, diagnose_layer, override_advice, replica_notes, update_notes
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
 from pytest_bncheck.layers import BatchNormRef, find_batchnorm_layers
 from pytest_bncheck.metrics import agrees, direction, resolve
@@ -231,7 +231,7 @@ def run_check(
     closes = None
     if failing and recalibrated is not None:
         closes = all(c.recalibrated_agrees for c in failing)
-    notes += update_notes(layers)
+    notes += update_notes(layers) + replica_notes(layers)
     frozen_off = [layer for layer in layers if layer.frozen and layer.output_error >= 0.5]
     if frozen_off:
         notes.append(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 from pytest_bncheck import _keras
+from pytest_bncheck.distribute import replica_values
 from pytest_bncheck.layers import BatchNormRef
 from pytest_bncheck.report import LayerDiagnosis, MetricComparison, StatisticsChange, fmt
 from pytest_bncheck.stats import Moments
@@ -30,6 +33,7 @@ def diagnose_layer(ref: BatchNormRef, moments: Moments, updates: int | None, cou
     ratio = (moving_variance + eps) / (moments.variance + eps)
     scale = 1.0 / np.sqrt(ratio)
     error = math.sqrt(float(np.mean((scale - 1.0) ** 2 + (shift * scale) ** 2)))
+    replicas = replica_spread(layer, data_std)
     momentum = float(layer.momentum)
     if ref.frozen:
         source, share = "frozen", None
@@ -51,7 +55,50 @@ def diagnose_layer(ref: BatchNormRef, moments: Moments, updates: int | None, cou
         variance_ratio_min=float(np.min(ratio)),
         variance_ratio_max=float(np.max(ratio)),
         output_error=error,
+        **replicas,
     )
+
+
+def replica_spread(layer: Any, data_std: Any) -> dict:
+    """How far the other replicas' moving statistics are from replica 0's (see LayerDiagnosis)."""
+    np = _keras.np()
+    means, variances = replica_values(layer.moving_mean), replica_values(layer.moving_variance)
+    if means is None or variances is None:
+        return {}
+    eps = float(layer.epsilon)
+    worst, worst_shift, worst_ratio = None, 0.0, 1.0
+    for index in range(1, len(means)):
+        shift = float(np.max(np.abs(means[index].astype(np.float64) - means[0]) / data_std))
+        ratio = (variances[index].astype(np.float64) + eps) / (variances[0].astype(np.float64) + eps)
+        ratio = float(np.max(np.maximum(ratio, 1.0 / ratio)))
+        if worst is None or (shift, ratio) > (worst_shift, worst_ratio):
+            worst, worst_shift, worst_ratio = index, shift, ratio
+    return {
+        "replicas": len(means),
+        "replica_most_different": worst,
+        "replica_mean_shift_max": worst_shift,
+        "replica_variance_ratio_max": worst_ratio,
+    }
+
+
+def replica_notes(layers: list[LayerDiagnosis]) -> list[str]:
+    """Say when replicas hold different statistics, which one and by how much."""
+    split = [layer for layer in layers if layer.replicas > 1]
+    differing = [l for l in split if l.replica_mean_shift_max > 0 or l.replica_variance_ratio_max > 1]
+    if not differing:
+        if split:
+            return [f"the {split[0].replicas} replicas of the distribution strategy hold identical moving statistics"]
+        return []
+    worst = max(differing, key=lambda l: (l.replica_mean_shift_max, l.replica_variance_ratio_max))
+    return [
+        f"the moving statistics differ between the {worst.replicas} replicas of the distribution strategy in "
+        f"{len(differing)} of {len(split)} layers (aggregation NONE: in a distributed fit() each replica averages "
+        f"its own share of every batch); most in {worst.path}: replica {worst.replica_most_different}'s "
+        f"moving_mean is up to {worst.replica_mean_shift_max:.2g} data standard deviations from replica 0's, its "
+        f"moving_variance up to {worst.replica_variance_ratio_max:.3g}x; this check used replica 0's, while "
+        "evaluate() and predict() normalize each replica's share of a batch with that replica's own; "
+        "recalibrate_batchnorm(model, x) writes the same statistics to every replica"
+    ]
 
 
 def updates_needed(momentum: float, share: float = 0.01) -> int:

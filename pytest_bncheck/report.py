@@ -57,6 +57,14 @@ class LayerDiagnosis:
     variance_ratio_min: float
     variance_ratio_max: float
     output_error: float
+    # Under tf.distribute.MirroredStrategy each replica keeps its own moving statistics
+    # (aggregation NONE); the check reads replica 0's.  For the replica that differs most from
+    # replica 0: its index, its largest moving_mean difference in data standard deviations,
+    # and its largest moving_variance ratio to replica 0's (>= 1, either way round).
+    replicas: int = 1
+    replica_most_different: int | None = None
+    replica_mean_shift_max: float = 0.0
+    replica_variance_ratio_max: float = 1.0
 
 
 @dataclass(frozen=True)
