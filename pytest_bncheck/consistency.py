@@ -30,9 +30,9 @@ from pytest_bncheck.data import make_batches
 from pytest_bncheck.diagnosis import advise, diagnose_layer, override_advice, replica_notes, update_notes
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
 from pytest_bncheck.layers import BatchNormRef, find_batchnorm_layers
-from pytest_bncheck.metrics import agrees, direction, resolve
+from pytest_bncheck.metrics import agrees, direction, direction_of, resolve
 from pytest_bncheck.passes import passes_for
-from pytest_bncheck.report import BNConsistencyError, BNConsistencyReport, MetricComparison, StatisticsChange
+from pytest_bncheck.report import BNConsistencyError, BNConsistencyReport, MetricComparison, StatisticsChange, fmt
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays when fit() is given no batch_size
 
@@ -119,39 +119,87 @@ def compare(
     inference: dict[str, float],
     recalibrated: dict[str, float] | None,
     tolerance: Any,
+    directions: dict[str, str | None] | None = None,
+    bn_only: dict[str, float] | None = None,
 ) -> list[MetricComparison]:
+    """One comparison per fit-time metric; ``directions`` come from the metric objects (names
+    not in it fall back to name patterns)."""
     comparisons = []
+    directions = directions or {}
     for name, value in fit.items():
         if name not in inference or name not in train:
             continue
+        way = directions.get(name, direction(name))
         recal = recalibrated.get(name) if recalibrated is not None else None
+        alone = bn_only.get(name) if bn_only is not None else None
+        inference_agrees = agrees(inference[name], value, name, tolerance, way)
+        train_agrees = agrees(train[name], value, name, tolerance, way)
         comparisons.append(
             MetricComparison(
                 name=name,
-                direction=direction(name),
+                direction=way,
                 fit=value,
                 train_mode=train[name],
                 inference=inference[name],
                 recalibrated=recal,
                 allowed=tolerance.allowed(value),
-                inference_agrees=agrees(inference[name], value, name, tolerance),
-                train_mode_agrees=agrees(train[name], value, name, tolerance),
-                recalibrated_agrees=None if recal is None else agrees(recal, value, name, tolerance),
+                inference_agrees=inference_agrees,
+                train_mode_agrees=train_agrees,
+                recalibrated_agrees=None if recal is None else agrees(recal, value, name, tolerance, way),
+                bn_only=alone,
+                # Inference is as good as BatchNormalization with batch statistics alone, and training
+                # mode reproduces fit: what differs is Dropout (and other training-only layers).
+                explained_by_training_layers=bool(
+                    not inference_agrees and train_agrees and alone is not None
+                    and agrees(inference[name], alone, name, tolerance, way)
+                ),
             )
         )
     return comparisons
 
 
 def decide_cause(comparisons: list[MetricComparison], has_batchnorm: bool) -> str | None:
-    """None when inference agrees everywhere; otherwise "batchnorm" if training mode agrees with
-    fit on every failing metric (the gap opens only when moving statistics replace batch
-    statistics), else "other"."""
-    failing = [c for c in comparisons if not c.inference_agrees]
+    """None when inference agrees everywhere (or differs only where Dropout explains it, see
+    :func:`compare`); otherwise "batchnorm" if training mode agrees with fit on every failing
+    metric (the gap opens only when moving statistics replace batch statistics), else "other"."""
+    failing = [c for c in comparisons if not c.inference_agrees and not c.explained_by_training_layers]
     if not failing:
         return None
     if has_batchnorm and all(c.train_mode_agrees for c in failing):
         return "batchnorm"
     return "other"
+
+
+_TRAINING_ONLY = (
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "GaussianNoise",
+    "AlphaDropout", "ActivityRegularization",
+)
+
+
+def has_training_only_layers(model: Any) -> bool:
+    """Whether a layer other than BatchNormalization behaves differently in training: Keras's
+    dropout and noise layers, layers with a non-zero ``dropout``/``recurrent_dropout`` (RNNs,
+    attention), random augmentation layers, and custom layers that take ``training``.  (Many
+    built-in layers such as Dense take ``training`` without using it.)"""
+    keras = _keras.keras()
+    known = tuple(c for c in (getattr(keras.layers, n, None) for n in _TRAINING_ONLY) if isinstance(c, type))
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, (keras.layers.BatchNormalization, keras.Model)):
+            continue
+        module = type(layer).__module__
+        rates = [getattr(layer, name, 0) for name in ("dropout", "recurrent_dropout", "rate")]
+        if isinstance(layer, known) or any(isinstance(r, (int, float)) and r > 0 for r in rates):
+            return True
+        if getattr(layer, "_call_has_training_arg", False) and (
+            not module.startswith("keras.") or "preprocessing" in module
+        ):
+            return True
+    return False
+
+
+def metric_directions(passes: Any) -> dict[str, str | None]:
+    metrics_module = _keras.keras().metrics
+    return {name: direction_of(metric, metrics_module) for name, metric in passes.metric_objects().items()}
 
 
 def _update_count(model: Any, ref: BatchNormRef, counted: dict[int, int] | None) -> tuple[int | None, bool]:
@@ -209,7 +257,12 @@ def run_check(
             (None, None) if ref.frozen else (m.mean, m.variance) for ref, m in zip(refs, train.moments)
         ]
         recalibrated = passes.inference(batches, statistics).metrics
-    comparisons = compare(fit, train.metrics, infer.metrics, recalibrated, tol)
+    directions = metric_directions(passes)
+    comparisons = compare(fit, train.metrics, infer.metrics, recalibrated, tol, directions)
+    bn_only = None
+    if refs and any(not c.inference_agrees for c in comparisons) and has_training_only_layers(model):
+        bn_only = passes.bn_only(batches).metrics
+        comparisons = compare(fit, train.metrics, infer.metrics, recalibrated, tol, directions, bn_only)
     cause = decide_cause(comparisons, bool(refs))
     layers = []
     for ref, moments in zip(refs, train.moments):
@@ -232,6 +285,15 @@ def run_check(
     if failing and recalibrated is not None:
         closes = all(c.recalibrated_agrees for c in failing)
     notes += update_notes(layers) + replica_notes(layers)
+    explained = [c for c in comparisons if c.explained_by_training_layers]
+    if explained:
+        notes.append(
+            "inference differs from fit on " + ", ".join(
+                f"{c.name} ({fmt(c.fit)} at fit, {fmt(c.inference)} at inference)" for c in explained
+            ) + ", but BatchNormalization alone in training mode (batch statistics, Dropout and other training-only "
+            "layers in inference mode) gives " + ", ".join(f"{fmt(c.bn_only)}" for c in explained)
+            + ", as inference does: Dropout or another training-only layer makes the difference, not BatchNormalization"
+        )
     frozen_off = [layer for layer in layers if layer.frozen and layer.output_error >= 0.5]
     if frozen_off:
         notes.append(

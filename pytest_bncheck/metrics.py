@@ -40,8 +40,36 @@ _HIGHER = re.compile(
 )
 
 
+# Keras's built-in metric classes, by which way they improve (looked up by name: a class a
+# Keras version lacks is skipped).
+_HIGHER_CLASSES = (
+    "Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy", "TopKCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy", "AUC", "Precision", "Recall", "PrecisionAtRecall", "RecallAtPrecision",
+    "SensitivityAtSpecificity", "SpecificityAtSensitivity", "IoU", "MeanIoU", "BinaryIoU", "OneHotIoU",
+    "OneHotMeanIoU", "F1Score", "FBetaScore", "R2Score", "CosineSimilarity", "TruePositives", "TrueNegatives",
+    "PearsonCorrelation", "ConcordanceCorrelation",
+)
+_LOWER_CLASSES = (
+    "MeanSquaredError", "RootMeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError",
+    "MeanSquaredLogarithmicError", "LogCoshError", "BinaryCrossentropy", "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy", "KLDivergence", "Poisson", "Hinge", "SquaredHinge", "CategoricalHinge",
+    "FalsePositives", "FalseNegatives",
+)
+
+
+def direction_of(metric: object, metrics_module: object) -> str | None:
+    """The direction of a Keras metric object: from its class, else from its name (or, for a
+    wrapped function such as ``metrics=["mse"]``, the function's name)."""
+    for names, way in ((_HIGHER_CLASSES, HIGHER_IS_BETTER), (_LOWER_CLASSES, LOWER_IS_BETTER)):
+        classes = tuple(c for c in (getattr(metrics_module, n, None) for n in names) if isinstance(c, type))
+        if classes and isinstance(metric, classes):
+            return way
+    function = getattr(metric, "_fn", None)
+    return direction(getattr(metric, "name", "")) or direction(getattr(function, "__name__", "") or "")
+
+
 def direction(name: str) -> str | None:
-    """``"lower"``, ``"higher"`` or ``None`` (unknown: compare both ways)."""
+    """``"lower"``, ``"higher"`` or ``None`` (unknown: compare both ways), from a history key."""
     key = name.lower()
     if _LOWER.search(key):
         return LOWER_IS_BETTER
@@ -59,12 +87,16 @@ class Tolerance:
         return self.atol + self.rtol * abs(reference)
 
 
-def agrees(value: float, fit: float, name: str, tolerance: Tolerance) -> bool:
-    """Whether ``value`` agrees with the fit-time ``fit`` (better counts as agreeing)."""
+_BY_NAME = object()
+
+
+def agrees(value: float, fit: float, name: str, tolerance: Tolerance, way: object = _BY_NAME) -> bool:
+    """Whether ``value`` agrees with the reference ``fit`` (better counts as agreeing);
+    ``way`` is the metric's direction (default: from its name)."""
     if math.isnan(value) or math.isnan(fit):
         return False
     allowed = tolerance.allowed(fit)
-    way = direction(name)
+    way = direction(name) if way is _BY_NAME else way
     if way == LOWER_IS_BETTER:
         return value <= fit + allowed
     if way == HIGHER_IS_BETTER:

@@ -24,6 +24,11 @@ class MetricComparison:
     inference_agrees: bool
     train_mode_agrees: bool
     recalibrated_agrees: bool | None
+    # BatchNormalization alone in training mode (batch statistics), Dropout and every other
+    # layer in inference mode: run when inference disagrees with fit and the model has such
+    # layers, to tell their share of the gap from BatchNormalization's.
+    bn_only: float | None = None
+    explained_by_training_layers: bool = False  # inference matches bn_only: the gap is Dropout's
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,8 @@ def fmt(value: float | None) -> str:
 
 
 def _verdict(c: MetricComparison) -> str:
+    if c.explained_by_training_layers:
+        return "ok: Dropout/training-only layers, not BatchNormalization (see notes)"
     if c.inference_agrees:
         better = c.direction is not None and (
             (c.direction == "lower" and c.inference < c.fit) or (c.direction == "higher" and c.inference > c.fit)
@@ -137,12 +144,15 @@ def _verdict(c: MetricComparison) -> str:
 
 
 def _metric_table(report: BNConsistencyReport) -> list[str]:
-    headers = ["metric", "fit (last epoch)", "train mode", "inference", "recalibrated", ""]
+    bn_only = any(c.bn_only is not None for c in report.comparisons)
+    headers = ["metric", "fit (last epoch)", "train mode", *(["BN-only train"] if bn_only else []), "inference",
+               "recalibrated", ""]
     rows = [
-        [c.name, fmt(c.fit), fmt(c.train_mode), fmt(c.inference), fmt(c.recalibrated), _verdict(c)]
+        [c.name, fmt(c.fit), fmt(c.train_mode), *([fmt(c.bn_only)] if bn_only else []), fmt(c.inference),
+         fmt(c.recalibrated), _verdict(c)]
         for c in report.comparisons
     ]
-    return _table(headers, rows, right=(1, 2, 3, 4))
+    return _table(headers, rows, right=tuple(range(1, len(headers) - 1)))
 
 
 def _layer_row(rank: int, layer: LayerDiagnosis) -> list[str]:

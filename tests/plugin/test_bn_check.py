@@ -282,3 +282,52 @@ def test_class_weight_is_applied_as_in_fit():
     evaluated = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     assert plain.inference_metrics["loss"] == pytest.approx(evaluated["loss"], rel=1e-5)
     assert weighted.inference_metrics["loss"] != pytest.approx(plain.inference_metrics["loss"], rel=1e-3)
+
+
+def hit_rate(y_true, y_pred):  # a custom metric: its direction is unknown to the check
+    return keras.ops.cast(keras.ops.argmax(y_true, -1) == keras.ops.argmax(y_pred, -1), "float32")
+
+
+@pytest.fixture(scope="module")
+def heavy_dropout():
+    """Converged BatchNormalization, Dropout(0.9): fit's metrics (dropout on) are far below
+    inference's, on a custom metric and on MeanIoU (history key 'mean_io_u')."""
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp(momentum=0.9, dropout=0.9)
+    iou = keras.metrics.MeanIoU(num_classes=3, sparse_y_true=False, sparse_y_pred=False)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=[hit_rate, iou])
+    model.fit(x, y, batch_size=32, epochs=20, verbose=0)
+    return model, x, y
+
+
+def test_dropout_gap_is_not_blamed_on_batchnorm(heavy_dropout):
+    model, x, y = heavy_dropout
+    report = check_bn_consistency(model, x, y, batch_size=32)
+    hit = next(c for c in report.comparisons if c.name == "hit_rate")
+    assert hit.direction is None and hit.inference > hit.fit + hit.allowed  # a two-sided gap...
+    assert hit.bn_only == pytest.approx(hit.inference, abs=0.05)  # ...that BatchNormalization alone does not open
+    assert hit.explained_by_training_layers and report.passed and report.cause is None
+    text = str(report)
+    assert "BN-only train" in text and "not BatchNormalization" in text
+
+
+def test_metric_directions_come_from_the_metric_objects(heavy_dropout):
+    model, x, y = heavy_dropout
+    report = check_bn_consistency(model, x, y, batch_size=32)
+    iou = next(c for c in report.comparisons if c.name == "mean_io_u")
+    assert iou.direction == "higher" and iou.inference_agrees  # better than fit: agrees
+    from pytest_bncheck.metrics import direction_of
+
+    assert direction_of(keras.metrics.RootMeanSquaredError(), keras.metrics) == "lower"
+    assert direction_of(keras.metrics.MeanMetricWrapper(hit_rate, name="m"), keras.metrics) is None
+
+
+def test_batchnorm_gap_under_heavy_dropout_is_still_batchnorm():
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp(momentum=0.99, dropout=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=[hit_rate])
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)  # unconverged statistics
+    report = check_bn_consistency(model, x, y, batch_size=32, raise_on_failure=False)
+    hit = next(c for c in report.comparisons if c.name == "hit_rate")
+    assert hit.bn_only is not None and not hit.explained_by_training_layers
+    assert report.cause == "batchnorm"
