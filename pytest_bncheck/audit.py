@@ -7,12 +7,11 @@ model, its ``History`` and the arguments ``fit`` was given) to a sink, which run
 the same data, batch size, class weights and steps.
 
 It also counts moving-average updates: Keras 3 BatchNormalization updates its moving
-statistics once per training step while it is trainable (inside ``fit`` too, even under a
-sub-model called with ``training=False``, keras-team/keras#20285), so the count of a layer is
-the sum of ``optimizer.iterations`` deltas over the fits during which it was trainable.  The
-count is exact only from a state known to be initial (moving mean all 0, variance all 1, when
-the layer is first seen); otherwise the report falls back to the ``optimizer.iterations``
-estimate and says so.
+statistics once per call per training step while it is trainable (inside ``fit`` too, even
+under a sub-model called with ``training=False``, keras-team/keras#20285), so the count of a
+layer is the sum of training-step deltas over the fits during which it was trainable, times
+its calls per step (the check sees those).  ``momentum ** updates`` is the share of the
+statistics the layer had when first seen: the initial mean 0 / variance 1, or loaded values.
 """
 
 from __future__ import annotations
@@ -30,17 +29,23 @@ from typing import Any
 from pytest_bncheck import _keras
 from pytest_bncheck.report import StatisticsChange
 
-#: layer -> moving-average updates counted since its statistics were initial.
+#: layer -> training steps it was trainable in, counted since the audit first saw it.
 _COUNTS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
-#: layers first seen with non-initial statistics: their updates cannot be counted.
-_UNCOUNTABLE: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: layers first seen with statistics other than mean 0 / variance 1 (pretrained or loaded).
+_LOADED: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 _state = threading.local()
 
 
 def _iterations(model: Any) -> int:
+    """Training steps the optimizer has seen: ``optimizer.iterations`` counts applied updates,
+    which under ``gradient_accumulation_steps=k`` is one per k steps; its raw counter counts
+    every step, and BatchNormalization updates its statistics at every step."""
     optimizer = getattr(model, "optimizer", None)
-    iterations = getattr(optimizer, "iterations", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    iterations = getattr(optimizer, "_iterations", None)
+    if iterations is None:
+        iterations = getattr(optimizer, "iterations", None)
     return 0 if iterations is None else int(iterations.numpy())
 
 
@@ -128,11 +133,10 @@ def before_fit(model: Any) -> FitCount:
     trainable = []
     for ref in find_batchnorm_layers(model):
         layer = ref.layer
-        if layer not in _COUNTS and layer not in _UNCOUNTABLE:
-            if layer.built and _is_initial(layer):
-                _COUNTS[layer] = 0
-            elif layer.built:
-                _UNCOUNTABLE.add(layer)
+        if layer not in _COUNTS and layer.built:
+            _COUNTS[layer] = 0
+            if not _is_initial(layer):
+                _LOADED.add(layer)
         if layer.trainable:
             trainable.append(layer)
     return FitCount(_iterations(model), trainable, watched_layers(model))
@@ -146,18 +150,20 @@ def after_fit(model: Any, count: FitCount) -> None:
     count.changes = statistics_changes(count.watched)
     steps = max(_iterations(model) - count.start, 0)
     for layer in count.trainable:
-        if layer in _UNCOUNTABLE:
-            continue
         if layer not in _COUNTS:  # built during this fit: it started from its initializers
             _COUNTS[layer] = 0
         _COUNTS[layer] += steps
 
 
-def counted_updates(model: Any) -> dict[int, int]:
-    """``id(layer) -> updates`` for the layers of ``model`` whose updates were counted."""
+def counted_updates(model: Any) -> dict[int, tuple[int, bool]]:
+    """``id(layer) -> (steps, loaded)`` for the layers of ``model`` the audit counted: training
+    steps while trainable, and whether the layer was first seen with statistics other than
+    mean 0 / variance 1 (then ``momentum ** updates`` is the share of those loaded values)."""
     from pytest_bncheck.layers import find_batchnorm_layers
 
-    return {id(r.layer): _COUNTS[r.layer] for r in find_batchnorm_layers(model) if r.layer in _COUNTS}
+    return {
+        id(r.layer): (_COUNTS[r.layer], r.layer in _LOADED) for r in find_batchnorm_layers(model) if r.layer in _COUNTS
+    }
 
 
 # -- the fit wrapper -----------------------------------------------------------------------

@@ -202,14 +202,19 @@ def metric_directions(passes: Any) -> dict[str, str | None]:
     return {name: direction_of(metric, metrics_module) for name, metric in passes.metric_objects().items()}
 
 
-def _update_count(model: Any, ref: BatchNormRef, counted: dict[int, int] | None) -> tuple[int | None, bool]:
+def _update_count(
+    model: Any, ref: BatchNormRef, counted: dict[int, tuple[int, bool]] | None, calls: int
+) -> tuple[int | None, str, str]:
+    """``(updates, source, starting values)``: training steps (counted by the audit, else
+    estimated from the optimizer's step counter) times the layer's calls per step."""
+    from pytest_bncheck.audit import _iterations
+
     if counted is not None and id(ref.layer) in counted:
-        return counted[id(ref.layer)], True
-    optimizer = getattr(model, "optimizer", None)
-    iterations = getattr(optimizer, "iterations", None)
-    if iterations is None:
-        return None, False
-    return int(iterations.numpy()), False
+        steps, loaded = counted[id(ref.layer)]
+        return steps * calls, "counted", "loaded" if loaded else "initial"
+    if getattr(model, "optimizer", None) is None:
+        return None, "estimated", "unknown"
+    return _iterations(model) * calls, "estimated", "unknown"
 
 
 def run_check(
@@ -223,7 +228,7 @@ def run_check(
     sample_weight: Any = None,
     class_weight: dict | None = None,
     tolerance: dict | None = None,
-    update_counts: dict[int, int] | None = None,
+    update_counts: dict[int, tuple[int, bool]] | None = None,
     length_known: bool = False,
     statistics_changed: list[StatisticsChange] | None = None,
 ) -> BNConsistencyReport:
@@ -265,9 +270,9 @@ def run_check(
         comparisons = compare(fit, train.metrics, infer.metrics, recalibrated, tol, directions, bn_only)
     cause = decide_cause(comparisons, bool(refs))
     layers = []
-    for ref, moments in zip(refs, train.moments):
-        updates, counted = _update_count(model, ref, update_counts)
-        layers.append(diagnose_layer(ref, moments, updates, counted))
+    for index, (ref, moments) in enumerate(zip(refs, train.moments)):
+        updates, source, start = _update_count(model, ref, update_counts, passes.capture.calls[index])
+        layers.append(diagnose_layer(ref, moments, updates, source, start))
     layers.sort(key=lambda layer: layer.output_error, reverse=True)
     passed = cause is None
     if not refs:

@@ -16,12 +16,16 @@ from pytest_bncheck.stats import Moments
 UNCONVERGED_SHARE = 0.05
 
 
-def diagnose_layer(ref: BatchNormRef, moments: Moments, updates: int | None, counted: bool) -> LayerDiagnosis:
+def diagnose_layer(
+    ref: BatchNormRef, moments: Moments, updates: int | None, source: str = "estimated", start: str = "unknown"
+) -> LayerDiagnosis:
     """Compare ``ref``'s moving statistics with the pooled ``moments`` of its inputs.
 
     The formulas are documented on :class:`~pytest_bncheck.report.LayerDiagnosis`.
-    ``updates`` is how many moving-average updates the layer went through; the share of the
-    initial values (mean 0, variance 1) still in the averages is ``momentum ** updates``.
+    ``updates`` is how many moving-average updates the layer went through (``source``:
+    "counted" by the audit or "estimated"); the share of the values it started from still in
+    the averages is ``momentum ** updates``; ``start`` says what those were: "initial" (mean
+    0, variance 1), "loaded" (pretrained) or "unknown".
     """
     np = _keras.np()
     layer = ref.layer
@@ -35,11 +39,13 @@ def diagnose_layer(ref: BatchNormRef, moments: Moments, updates: int | None, cou
     error = math.sqrt(float(np.mean((scale - 1.0) ** 2 + (shift * scale) ** 2)))
     replicas = replica_spread(layer, data_std)
     momentum = float(layer.momentum)
+    at_initial = bool(np.all(moving_mean == 0.0) and np.all(moving_variance == 1.0))
     if ref.frozen:
         source, share = "frozen", None
     else:
-        source = "counted" if counted else "estimated"
         share = momentum**updates if updates is not None else None
+    if at_initial:
+        start = "initial"
     return LayerDiagnosis(
         path=ref.path,
         frozen=ref.frozen,
@@ -50,11 +56,12 @@ def diagnose_layer(ref: BatchNormRef, moments: Moments, updates: int | None, cou
         updates=updates,
         updates_source=source,
         initial_share=share,
-        at_initial_values=bool(np.all(moving_mean == 0.0) and np.all(moving_variance == 1.0)),
+        at_initial_values=at_initial,
         mean_shift_max=float(np.max(np.abs(shift))),
         variance_ratio_min=float(np.min(ratio)),
         variance_ratio_max=float(np.max(ratio)),
         output_error=error,
+        starting_values=start,
         **replicas,
     )
 
@@ -128,6 +135,36 @@ def update_notes(layers: list[LayerDiagnosis]) -> list[str]:
     return notes
 
 
+def _unconverged_advice(start: str, group: list[LayerDiagnosis]) -> str:
+    """Only what is known: a count from mean 0 / variance 1 seen by the audit, a count from
+    loaded statistics, or an estimate whose starting values nobody saw."""
+    worst = max(group, key=lambda layer: layer.initial_share or 1.0)
+    share = 1.0 if worst.initial_share is None else worst.initial_share
+    m, n, count = worst.momentum, worst.updates, len(group)
+    longer = (
+        f"train longer (at momentum {m:g}, {updates_needed(m)} updates leave < 1%) "
+        f"or lower the momentum (momentum=0.9 needs {updates_needed(0.9)} updates)"
+    )
+    if start == "initial":
+        return (
+            f"the moving averages have not converged: momentum {m:g} after {n} updates leaves {share:.0%} of their "
+            f"initial values (mean 0, variance 1) in {count} layers; {longer}"
+        )
+    if start == "loaded":
+        return (
+            f"the moving averages still hold {share:.0%} of the pretrained (loaded) statistics they started from in "
+            f"{count} layers (momentum {m:g} after {n} counted updates): those describe the data they were trained "
+            "on; recalibrate them on yours, or keep these BatchNormalization layers frozen while fine-tuning "
+            "(trainable = False on each)"
+        )
+    return (
+        f"the moving averages may not have converged: momentum {m:g} after ~{n} updates (estimated from the "
+        f"optimizer's steps) leaves {share:.0%} of the values they started this training with in {count} layers "
+        "(mean 0 / variance 1 if the layers were built fresh, the loaded values if pretrained); if they were built "
+        f"fresh, {longer}"
+    )
+
+
 def _gap(c: MetricComparison, value: float | None) -> str:
     return f"{c.name} {fmt(c.fit)} at fit, {fmt(c.inference)} at inference, {fmt(value)} recalibrated"
 
@@ -191,15 +228,10 @@ def advise(
         layer for layer in trainable
         if layer.at_initial_values or (layer.initial_share is not None and layer.initial_share >= UNCONVERGED_SHARE)
     ]
-    if unconverged:
-        worst = max(unconverged, key=lambda layer: layer.initial_share or 1.0)
-        share = 1.0 if worst.initial_share is None else worst.initial_share
-        advice.append(
-            f"the moving averages have not converged: momentum {worst.momentum:g} after {worst.updates} updates "
-            f"leaves {share:.0%} of their initial values (mean 0, variance 1) in {len(unconverged)} layers; "
-            f"train longer (at momentum {worst.momentum:g}, {updates_needed(worst.momentum)} updates leave < 1%) "
-            f"or lower the momentum (momentum=0.9 needs {updates_needed(0.9)} updates)"
-        )
+    for start in ("initial", "unknown", "loaded"):
+        group = [layer for layer in unconverged if layer.starting_values == start]
+        if group:
+            advice.append(_unconverged_advice(start, group))
     nested = [layer for layer in trainable if layer.nested]
     if nested and not any(c.reason == "training=False" for c in changes or []):  # else said directly
         base = nested[0].path.split("/")[0]

@@ -96,7 +96,7 @@ def recalibrate_batchnorm(
                 f"the inputs of {ref.path} are not finite on this data (the model's activations overflow or it "
                 "diverged): nothing was written into the model; recalibrate a model whose predictions are finite"
             )
-        before = diagnose_layer(ref, moments, None, False)
+        before = diagnose_layer(ref, moments, None)
         writes += statistics_writes(ref.layer, moments.mean, moments.variance)
         summary.recalibrated.append(
             LayerRecalibration(

@@ -66,6 +66,10 @@ class LayerDiagnosis:
     # (aggregation NONE); the check reads replica 0's.  For the replica that differs most from
     # replica 0: its index, its largest moving_mean difference in data standard deviations,
     # and its largest moving_variance ratio to replica 0's (>= 1, either way round).
+    # What momentum ** updates is the share of: "initial" (mean 0, variance 1: seen by the
+    # audit, or still there), "loaded" (the audit first saw other values: pretrained) or
+    # "unknown" (the count is an estimate and nobody saw the starting values).
+    starting_values: str = "unknown"
     replicas: int = 1
     replica_most_different: int | None = None
     replica_mean_shift_max: float = 0.0
@@ -162,7 +166,8 @@ def _layer_row(rank: int, layer: LayerDiagnosis) -> list[str]:
         left = "?"
     else:
         how = "" if layer.updates_source == "counted" else "~"
-        left = f"{layer.initial_share:.0%} ({how}{layer.updates} updates)"
+        of = " of loaded" if layer.starting_values == "loaded" else ""
+        left = f"{layer.initial_share:.0%}{of} ({how}{layer.updates} updates)"
     if layer.at_initial_values:
         left = "100% (never updated)"
     return [

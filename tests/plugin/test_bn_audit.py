@@ -40,18 +40,19 @@ def test_check_arguments_follow_fit_validation_split_and_steps():
     assert audit.check_arguments({"x": (i for i in range(3))}) is None  # a one-shot generator: not audited
 
 
-def test_updates_are_counted_only_from_initial_statistics():
+def test_updates_are_counted_and_loaded_statistics_are_told_apart():
     x, y = bn_models.blobs()
     fresh = bn_models.bn_mlp()
     count = audit.before_fit(fresh)
     fresh.fit(x, y, batch_size=32, epochs=2, verbose=0)
     audit.after_fit(fresh, count)
     audit.after_fit(fresh, count)  # idempotent: a callback and the audit may both report one fit
-    assert sorted(audit.counted_updates(fresh).values()) == [6, 6]
+    assert sorted(audit.counted_updates(fresh).values()) == [(6, False), (6, False)]
 
     pretrained = bn_models.bn_mlp()
     pretrained.fit(x, y, batch_size=32, epochs=1, verbose=0)  # unobserved updates
     count = audit.before_fit(pretrained)
     pretrained.fit(x, y, batch_size=32, epochs=1, verbose=0)
     audit.after_fit(pretrained, count)
-    assert audit.counted_updates(pretrained) == {}  # falls back to the optimizer.iterations estimate
+    # Seen first with trained statistics: counted from there, as a share of those loaded values.
+    assert sorted(audit.counted_updates(pretrained).values()) == [(3, True), (3, True)]

@@ -331,3 +331,69 @@ def test_batchnorm_gap_under_heavy_dropout_is_still_batchnorm():
     hit = next(c for c in report.comparisons if c.name == "hit_rate")
     assert hit.bn_only is not None and not hit.explained_by_training_layers
     assert report.cause == "batchnorm"
+
+
+def pretrained_then_unfrozen(callbacks=()):
+    """A base whose BatchNormalization statistics were loaded (set_weights), frozen for the
+    head, then unfrozen and fine-tuned for 15 steps at momentum 0.99."""
+    x, y = bn_models.blobs()
+    keras.utils.set_random_seed(8)
+    base = keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dense(32), keras.layers.BatchNormalization(), keras.layers.ReLU()],
+        name="base",
+    )
+    gamma, beta, _, _ = base.layers[1].get_weights()
+    base.layers[1].set_weights([gamma, beta, np.full(32, 3.0, "float32"), np.full(32, 0.5, "float32")])
+    base.trainable = False
+    model = keras.Sequential([keras.Input((16,)), base, keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["acc"])
+    base.trainable = True
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["acc"])
+    model.fit(x, y, batch_size=32, epochs=5, verbose=0, callbacks=list(callbacks))
+    return model, x, y
+
+
+def test_loaded_statistics_get_no_false_advice_about_initial_values():
+    from pytest_bncheck import BNConsistencyCallback
+
+    x, y = bn_models.blobs()
+    callback = BNConsistencyCallback(x, y, batch_size=32, print_fn=lambda text: None)
+    model, x, y = pretrained_then_unfrozen([callback])
+    seen = callback.report  # the callback saw the loaded statistics before fit
+    assert seen.cause == "batchnorm"
+    (layer,) = seen.layers
+    assert layer.starting_values == "loaded" and layer.updates == 15 and layer.updates_source == "counted"
+    text = str(seen)
+    assert "initial values (mean 0, variance 1)" not in text
+    assert "still hold 86% of the pretrained (loaded) statistics they started from" in text
+    # The function alone never saw them: it says what is known, and no more.
+    alone = str(check_bn_consistency(model, x, y, batch_size=32, raise_on_failure=False))
+    assert "leaves 86% of their initial values" not in alone
+    assert "mean 0 / variance 1 if the layers were built fresh, the loaded values if pretrained" in alone
+
+
+def test_updates_count_every_training_step_under_gradient_accumulation():
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01, gradient_accumulation_steps=4),
+        loss="categorical_crossentropy", metrics=["acc"],
+    )
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)  # 9 steps, 2 optimizer updates
+    assert int(model.optimizer.iterations.numpy()) == 2
+    report = check_bn_consistency(model, x, y, batch_size=32, raise_on_failure=False)
+    assert [layer.updates for layer in report.layers] == [9, 9]
+
+
+def test_a_layer_called_twice_per_step_is_updated_twice():
+    x, y = bn_models.blobs()
+    keras.utils.set_random_seed(9)
+    shared = keras.layers.BatchNormalization()
+    inputs = keras.Input((16,))
+    hidden = shared(keras.layers.ReLU()(shared(keras.layers.Dense(16, use_bias=False)(inputs))))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["acc"])
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    report = check_bn_consistency(model, x, y, batch_size=32, raise_on_failure=False)
+    (layer,) = report.layers
+    assert layer.updates == 18 and layer.initial_share == pytest.approx(0.99**18)
