@@ -311,6 +311,7 @@ def check_arguments(fit_arguments: dict) -> dict | None:
         "steps": fit_arguments.get("steps_per_epoch"),
         # Without steps_per_epoch, fit returned only because it read x to its end: x is finite.
         "length_known": fit_arguments.get("steps_per_epoch") is None,
+        "shuffle": fit_arguments.get("shuffle", True) is not False,
     }
 
 

@@ -65,11 +65,14 @@ def make_batches(
     steps: int | None = None,
     class_weight: dict | None = None,
     length_known: bool = False,
+    order_seed: int | None = None,
 ) -> Batches:
     """Validate ``x``/``y`` as ``evaluate`` would and return re-iterable batches.
 
     ``length_known``: the caller saw ``fit`` reach the end of this data (the audit), so a
-    dataset of unknown cardinality is finite.
+    dataset of unknown cardinality is finite.  ``order_seed``: array data is permuted with
+    this seed first (fit() shuffles arrays; batch statistics depend on which samples share a
+    batch).
     """
     tf = _keras.tf()
     keras = _keras.keras()
@@ -109,6 +112,13 @@ def make_batches(
             raise BNCheckInputError("x is empty (0 samples): pass the data the model was trained on")
     get_adapter = _keras.keras_src("trainers.data_adapters").get_data_adapter
     arrays = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+    if arrays and order_seed is not None:
+        np = _keras.np()
+        size = _first_dimension(x)
+        permutation = np.random.default_rng(order_seed).permutation(size)
+        x, y, sample_weight = keras.tree.map_structure(
+            lambda a: None if a is None else np.asarray(a)[permutation], (x, y, sample_weight)
+        )
     try:
         adapter = get_adapter(
             x, y, sample_weight=sample_weight, batch_size=batch_size, steps_per_epoch=steps,

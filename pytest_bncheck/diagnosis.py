@@ -121,11 +121,12 @@ def update_notes(layers: list[LayerDiagnosis]) -> list[str]:
     notes = []
     if "estimated" in sources:
         notes.append(
-            "'initial left' = momentum ** updates, with updates estimated as optimizer.iterations: this assumes "
-            "every non-frozen layer was updated once per optimizer step since its statistics were initialized to "
-            "mean 0 / variance 1; a recompile restarts the count, a layer frozen part of the time was updated "
-            "less, and pretrained statistics are not initial values (the --bn-consistency audit counts the "
-            "updates of every fit it sees instead)"
+            "'initial left' = momentum ** updates, with updates estimated from the optimizer's step counter "
+            "(optimizer.iterations, every training step under gradient accumulation) times the layer's calls per "
+            "step: this assumes every non-frozen layer was updated at every step since its statistics were set; a "
+            "new optimizer restarts the count, a layer frozen part of the time was updated less, and nobody saw "
+            "whether they started at mean 0 / variance 1 or were pretrained (the --bn-consistency audit and "
+            "BNConsistencyCallback count the updates of every fit they see instead)"
         )
     if "counted" in sources:
         notes.append(
@@ -201,8 +202,10 @@ def advise(
     closes_gap: bool | None,
     batch_size: int | None,
     changes: list[StatisticsChange] | None = None,
+    shuffled: bool = False,
 ) -> list[str]:
-    """The fixes that apply, most direct first (after :func:`override_advice`)."""
+    """The fixes that apply, most direct first (after :func:`override_advice`); ``shuffled``:
+    the check's training-mode pass used a shuffled batch order (recalibrate likewise)."""
     if cause == "other":
         return [
             "training mode on the final weights shares the gap, so BatchNormalization does not explain it: "
@@ -214,7 +217,7 @@ def advise(
         return []
     advice = []
     failing = [c for c in comparisons if not c.inference_agrees]
-    size = f", batch_size={batch_size}" if batch_size else ""
+    size = (f", batch_size={batch_size}" if batch_size else "") + (", shuffle=True" if shuffled else "")
     probe = "; ".join(_gap(c, c.recalibrated) for c in failing)
     if closes_gap:
         advice.append(

@@ -26,6 +26,10 @@ from pytest_bncheck.layers import find_batchnorm_layers
 from pytest_bncheck.passes import passes_for
 
 
+#: The seed of ``shuffle=True``: the first order the check tries (consistency.SHUFFLE_SEEDS).
+SHUFFLE_SEED = 0
+
+
 @dataclass(frozen=True)
 class LayerRecalibration:
     path: str
@@ -61,9 +65,12 @@ class RecalibrationSummary:
 
 
 def recalibrate_batchnorm(
-    model: Any, x: Any, *, batch_size: int | None = None, steps: int | None = None
+    model: Any, x: Any, *, batch_size: int | None = None, steps: int | None = None, shuffle: bool = False
 ) -> RecalibrationSummary:
     """Recompute every non-frozen BatchNormalization layer's moving statistics on ``x``, in place.
+
+    ``shuffle=True`` cuts array data into batches in a seeded shuffled order, as ``fit`` does
+    (the check's advice says so when data order gives batches unlike fit's, e.g. sorted data).
 
     ``x`` is what ``Model.predict``/``evaluate`` accept (targets, if present, are ignored);
     give ``batch_size`` as given to ``fit``: deeper layers' inputs depend on it, through the
@@ -74,11 +81,12 @@ def recalibrate_batchnorm(
     validate_model(model, compiled=False)
     batch_size = arguments.positive_int("batch_size", batch_size)
     steps = arguments.positive_int("steps", steps)
+    arguments.flag("shuffle", shuffle)
     refs = find_batchnorm_layers(model)
     summary = RecalibrationSummary(model.name, 0, 0)
     if not refs:
         return summary
-    batches = make_batches(x, batch_size=batch_size, steps=steps)
+    batches = make_batches(x, batch_size=batch_size, steps=steps, order_seed=SHUFFLE_SEED if shuffle else None)
     result = passes_for(model, refs).moments_only(batches)
     if result.batches == 0:
         raise BNCheckInputError("the data yielded no batches: pass the data the model was trained on")

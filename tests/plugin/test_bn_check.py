@@ -397,3 +397,20 @@ def test_a_layer_called_twice_per_step_is_updated_twice():
     report = check_bn_consistency(model, x, y, batch_size=32, raise_on_failure=False)
     (layer,) = report.layers
     assert layer.updates == 18 and layer.initial_share == pytest.approx(0.99**18)
+
+
+def test_batch_composition_does_not_turn_a_batchnorm_gap_into_other():
+    x, y = bn_models.blobs()
+    order = np.argsort(y.argmax(axis=1), kind="stable")  # sorted by class: data-order batches hold one class
+    x, y = x[order], y[order]
+    model = bn_models.bn_mlp()
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)  # fit shuffles: its batches mix the classes
+    report = check_bn_consistency(model, x, y, batch_size=32, raise_on_failure=False)
+    assert report.cause == "batchnorm" and report.train_mode_metrics["acc"] > 0.9
+    (note,) = [n for n in report.notes if n.startswith("training mode in data order did not reproduce fit")]
+    assert "uses shuffled (seed" in note
+    in_order = check_bn_consistency(model, x, y, batch_size=32, shuffle=False, raise_on_failure=False)
+    assert in_order.cause == "other" and in_order.train_mode_metrics["acc"] < 0.6  # what the order alone gives
+    assert "recalibrate_batchnorm(model, x, batch_size=32, shuffle=True) closes the gap" in str(report)
+    recalibrate_batchnorm(model, x, batch_size=32, shuffle=True)
+    assert check_bn_consistency(model, x, y, batch_size=32).passed
