@@ -43,6 +43,16 @@ def keras() -> ModuleType:
     return module
 
 
+def require_tensorflow_backend() -> None:
+    """The runtime check's compiled steps are TensorFlow's (tf.function, tf.data, tf.distribute)."""
+    backend = keras().config.backend()
+    if backend != "tensorflow":
+        raise BNCheckInputError(
+            f"the runtime check supports Keras's TensorFlow backend only, and Keras runs on {backend!r}: "
+            "run it with KERAS_BACKEND=tensorflow"
+        )
+
+
 def tf() -> ModuleType:
     return _load("tensorflow")
 

@@ -77,6 +77,7 @@ def check_bn_consistency(
 
 def validate_model(model: Any, *, compiled: bool = True) -> None:
     keras = _keras.keras()
+    _keras.require_tensorflow_backend()
     if not isinstance(model, keras.Model):
         raise BNCheckTypeError(
             f"model must be a Keras 3 keras.Model, got {type(model).__module__}.{type(model).__qualname__}; "
