@@ -12,8 +12,16 @@ Two ``tf.function`` steps do all the work, each with a single forward pass:
   copies, so the same compiled step measures the stored statistics and, in a second pass,
   recalibrated ones, without ever assigning to the model.
 
+A third step, run only when the check needs it, is the **BN-only step**: ``model(x,
+training=False)`` with BatchNormalization alone forced into training mode (batch statistics),
+Dropout and every other layer in inference mode, to tell their shares of a gap apart.  Every
+step also returns whether the batch's inputs, targets and sample weights were finite, so NaN
+data is refused (naming the batch) before anything could be written.
+
 Metric state lives in our own variables: the model's metric variables are mapped to them
-through the scope, so ``fit``'s metric state is left alone too.  The model's variables are
+through the scope, so ``fit``'s metric state is left alone too; a recompiled or reloaded
+model's not-yet-built compiled loss and metrics are replaced, while the check runs, by copies
+built outside the model (:class:`CompiledObjects`).  The model's variables are
 only read, which is what makes the check leave the model bit-identical.  Layer inputs are
 observed by wrapping each BatchNormalization layer's ``call`` for the duration of a pass
 (the wrapper only records while the training-mode step is being traced); it is removed
@@ -402,7 +410,10 @@ def guarded(step: Any, data: Any, model: Any) -> Any:
     except BNCheckInputError:
         raise
     except (ValueError, TypeError, tf.errors.OpError) as exc:
-        raise BNCheckInputError(describe_mismatch(model, data, exc)) from None
+        message = describe_mismatch(model, data, exc)
+        if message is None:
+            raise  # not a mismatch between the data and the model: shown as it is
+        raise BNCheckInputError(message) from None
 
 
 
