@@ -12,10 +12,16 @@ rank order, so every rank gets the same report and writes the same statistics:
 
 ``all_gather`` (not ``all_reduce``) is used so that the combination order, hence every bit of
 the result, is the same on every rank.  Every rank must call the check (a collective).
+
+SyncBatchNorm normalizes with the global batch's statistics in training; on CUDA ranks torch
+does that itself, on CPU ranks (gloo) it refuses, and :func:`cpu_sync_batchnorm` does it for
+the check's forward passes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pytest_bncheck.pytorch._torch import torch
@@ -79,3 +85,48 @@ def pool_sums(values: list[float]) -> tuple[list[float], list[float]]:
             sums[i] += value
             maxima[i] = max(maxima[i], value)
     return sums, maxima
+
+
+def _global_batch_forward(module: Any, original: Any):
+    """SyncBatchNorm's training-mode forward for CPU tensors, which torch's own refuses.
+
+    Normalizes with the statistics of the *global* batch (every rank's part of it): each rank's
+    ``(n, mean, M2)`` gathered and combined exactly, variance ``M2 / n`` (biased, as batch
+    normalization uses it).  Forward only (the check never back-propagates) and no
+    running-statistic update (the check discards those anyway).
+    """
+    t = torch()
+
+    def forward(x: Any) -> Any:
+        if not module.training or x.device.type != "cpu":
+            return original(x)
+        from pytest_bncheck.pytorch.passes import input_moments
+
+        pooled = pool_moments([input_moments(x)], [int(x.shape[1])])[0]
+        mean, variance = pooled.mean.to(x.dtype), pooled.variance.to(x.dtype)
+        return t.nn.functional.batch_norm(x, mean, variance, module.weight, module.bias, False, 0.0, module.eps)
+
+    return forward
+
+
+@contextmanager
+def cpu_sync_batchnorm(modules: list[Any]) -> Iterator[None]:
+    """Let SyncBatchNorm modules run in training mode on CPU ranks (gloo), for the duration.
+
+    torch's SyncBatchNorm synchronizes only CUDA-like tensors and raises on CPU ones when a
+    process group is initialized; the check gives them the same global-batch normalization
+    (:func:`_global_batch_forward`).  Like SyncBatchNorm itself, this is a collective per
+    training-mode forward: every rank must read the same number of batches.
+    """
+    sync = [m for m in modules if isinstance(m, torch().nn.SyncBatchNorm)] if world_size() > 1 else []
+    own = [m.__dict__.get("forward") for m in sync]  # an instance-level forward of the user's, if any
+    for module in sync:
+        module.forward = _global_batch_forward(module, module.forward)
+    try:
+        yield
+    finally:
+        for module, previous in zip(sync, own):
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous

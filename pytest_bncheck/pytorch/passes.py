@@ -14,9 +14,14 @@ Four views of the same weights, each one forward pass per batch under ``torch.no
 * **recalibrated** (second read): ``eval()`` with the running statistics replaced, through
   ``functional_call``, by the pooled population statistics of the first read.
 
-During the train view a forward pre-hook on every BatchNorm module folds the per-channel
+During the BN-only view a forward pre-hook on every BatchNorm module folds the per-channel
 moments of its input into float64 :class:`~pytest_bncheck.stats.Moments` (Chan's exact
-combination); only these vectors are kept, never a batch of activations.
+combination); only these vectors are kept, never a batch of activations.  The BN-only view, not
+the train view, because inference runs with dropout off: its BatchNorm inputs are those of the
+BN-only view, whose variance dropout would inflate ("variance shift", Li et al., CVPR 2019), and
+the result does not depend on dropout's random masks (every rank of a distributed job and a
+single process on the whole data get the same statistics).  Without dropout-like modules the two
+views are one.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ class MomentCapture:
 
 @dataclass
 class CheckPass:
-    """The first read: sample-weighted metric sums of three views, the train view's moments."""
+    """The first read: sample-weighted metric sums of three views, the BN-only view's moments."""
 
     train: dict[str, float]
     bn_only: dict[str, float]
@@ -146,11 +151,16 @@ class Runner:
                 f"the model raised on batch {batch.index} ({view}): {_one_line(exc)}; pass data the model accepts"
             ) from None
 
-    def _observed_train_forward(self, batch: Batch) -> Any:
-        """The train view's forward, folding each BatchNorm input's moments in."""
+    def _train_forward(self, batch: Batch, flags: dict[Any, bool], view: str) -> Any:
+        """A training-mode forward: running-statistic updates go to scratch copies."""
+        return self.forward(batch, flags, self._scratch_buffers(), view)
+
+    def _observed_bn_only_forward(self, batch: Batch) -> Any:
+        """The BN-only view's forward, folding each BatchNorm input's moments in."""
         self.capture.active = True
         try:
-            return self.forward(batch, self.train_flags, self._scratch_buffers(), "train mode")
+            view = "BN-only train mode" if self.separate_bn_only else "train mode"
+            return self._train_forward(batch, self.bn_only_flags, view)
         finally:
             self.capture.active = False
 
@@ -176,24 +186,24 @@ class Runner:
         count = largest = 0
         with self.capture.installed():
             for batch in batches:
-                values = self.measure(batch, self._observed_train_forward(batch))
-                train.add(values, batch.size)
                 if self.separate_bn_only:
-                    output = self.forward(batch, self.bn_only_flags, self._scratch_buffers(), "BN-only train mode")
-                    values = self.measure(batch, output)
+                    train.add(self.measure(batch, self._train_forward(batch, self.train_flags, "train mode")), batch.size)
+                values = self.measure(batch, self._observed_bn_only_forward(batch))
                 bn_only.add(values, batch.size)
+                if not self.separate_bn_only:
+                    train.add(values, batch.size)
                 infer.add(self.measure(batch, self.forward(batch, self.eval_flags, None, "inference")), batch.size)
                 count += 1
                 largest = max(largest, batch.size)
         return CheckPass(train.sums, bn_only.sums, infer.sums, self.capture.moments, count, train.samples, largest)
 
     def moments_pass(self, batches: Any) -> tuple[list[Moments | None], int, int]:
-        """Only the train view's moments (for recalibration): one forward per batch, no metric."""
+        """Only the BN-only view's moments (for recalibration): one forward per batch, no metric."""
         self.capture.reset()
         count = samples = 0
         with self.capture.installed():
             for batch in batches:
-                self._observed_train_forward(batch)
+                self._observed_bn_only_forward(batch)
                 count += 1
                 samples += batch.size
         return self.capture.moments, count, samples

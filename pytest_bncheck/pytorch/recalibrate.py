@@ -1,8 +1,9 @@
 """``recalibrate_batchnorm`` for a torch model: exact population statistics, written in place.
 
-One read of the data in the training view (:mod:`.passes`; nothing is updated during it) gives
-every BatchNorm module's input moments at once, since in training mode no module's output
-depends on its running statistics.  Per module, pooled exactly over all batches (and all ranks
+One read of the data in the BN-only training view (BatchNorm as in training, Dropout and the
+like in ``eval()`` as at inference; :mod:`.passes`; nothing is updated during it) gives every
+BatchNorm module's input moments at once, since in training mode no module's output depends on
+its running statistics.  Per module, pooled exactly over all batches (and all ranks
 under ``torch.distributed``) in float64 (Chan's combination, :mod:`pytest_bncheck.stats`):
 
 * ``running_mean = mean`` of the inputs per channel;
@@ -13,7 +14,8 @@ under ``torch.distributed``) in float64 (Chan's combination, :mod:`pytest_bnchec
   continued later gives them that weight.
 
 ``torch.optim.swa_utils.update_bn`` instead averages the per-batch (unbiased) variances, which
-drops the spread of the batch means: it underestimates the variance whenever batches differ.
+drops the spread of the batch means: it underestimates the variance whenever batches differ
+(and it runs with dropout on, whose masks make its result random).
 
 Left alone: modules with ``track_running_stats=False`` (no running statistics), modules in
 ``eval()`` in the training view (training normalized with their stored statistics, so the
@@ -30,7 +32,7 @@ from pytest_bncheck.errors import BNCheckInputError
 from pytest_bncheck.pytorch._torch import torch
 from pytest_bncheck.pytorch.data import make_batches
 from pytest_bncheck.pytorch.diagnosis import RECALIBRATED_AT, diagnose, unbiased_variance
-from pytest_bncheck.pytorch.distributed import pool_moments, pool_sums
+from pytest_bncheck.pytorch.distributed import cpu_sync_batchnorm, pool_moments, pool_sums
 from pytest_bncheck.pytorch.modules import find_batchnorm, model_device, training_view, validate_model
 from pytest_bncheck.pytorch.passes import Runner
 from pytest_bncheck.pytorch.state import preserved
@@ -74,7 +76,7 @@ def recalibrate_batchnorm(
         return summary
     batches = make_batches(data, y, batch_size, target, need_targets=False)
     runner = Runner(inner, refs, view, {}, separate_bn_only=False)
-    with preserved(inner, target):
+    with preserved(inner, target), cpu_sync_batchnorm([ref.module for ref in refs]):
         moments, count, samples = runner.moments_pass(batches)
         moments = pool_moments(moments, [int(r.module.num_features) for r in refs])
         (count, samples), (most, _) = pool_sums([count, samples])
