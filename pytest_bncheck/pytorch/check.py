@@ -17,8 +17,9 @@ The cause is ``"batchnorm"`` when BN-only train mode agrees with the reference o
 metric, ``"other"`` when it shares the gap.  Under ``torch.distributed`` every rank must call
 the check; moments and metrics are pooled over all ranks (:mod:`.distributed`).
 
-Cost: two reads of the data; per batch three forward passes on the first (two when no module
-besides BatchNorm acts differently in training) and one on the second, under ``no_grad``.
+Cost, under ``no_grad``: one read of the data with three forward passes per batch (two when no
+module besides BatchNorm acts differently in training); when inference disagrees, a second read
+with one forward pass per batch for the recalibration probe.
 """
 
 from __future__ import annotations
@@ -173,19 +174,23 @@ def _run(model: Any, data: Any, y: Any, loss_fn: Any, metrics: Any, fit_metrics:
         moments = pool_moments(first.moments, [int(r.module.num_features) for r in refs])
         if counts[0] == 0:
             raise BNCheckInputError("the data yielded no batches: pass the data the model was trained on")
+        samples = counts[1]
+        numbers = {
+            view_name: {n: sums[n][i] / samples for n in functions}
+            for i, view_name in enumerate(("train", "bn_only", "inference"))
+        }
+        numbers["recalibrated"] = None
+        comparisons = compare(fit, numbers, tol)
         buffers = recalibrated_buffers(refs, moments)
-        recalibrated = None
-        if buffers:
-            probe, samples = runner.inference_pass(batches, buffers)
-            pooled, probe_samples, _ = _pool_counts({n: [v] for n, v in probe.items()}, [samples])
-            recalibrated = {n: v[0] / probe_samples[0] for n, v in pooled.items()}
-    samples = counts[1]
-    numbers = {
-        view_name: {n: sums[n][i] / samples for n in functions}
-        for i, view_name in enumerate(("train", "bn_only", "inference"))
-    }
-    numbers["recalibrated"] = recalibrated
-    comparisons = compare(fit, numbers, tol)
+        # The probe answers "would recalibrating fix it?": only asked when something disagrees
+        # (the same decision on every rank: the numbers are pooled).
+        probed = bool(buffers) and not all(c.inference_agrees for c in comparisons)
+        if probed:
+            probe, probe_count = runner.inference_pass(batches, buffers)
+            pooled, probe_samples, _ = _pool_counts({n: [v] for n, v in probe.items()}, [probe_count])
+            numbers["recalibrated"] = {n: v[0] / probe_samples[0] for n, v in pooled.items()}
+            comparisons = compare(fit, numbers, tol)
+    recalibrated = numbers["recalibrated"]
     cause = decide_cause(comparisons, bool(refs))
     reached = [(ref, m) for ref, m in zip(refs, moments) if m is not None]
     layers = sorted((diagnose(ref, m) for ref, m in reached), key=lambda d: d.output_error, reverse=True)
@@ -198,6 +203,8 @@ def _run(model: Any, data: Any, y: Any, loss_fn: Any, metrics: Any, fit_metrics:
             "no fit_metrics given: inference is compared with BN-only train mode (the same weights normalizing with "
             "batch statistics); pass fit_metrics= (the last epoch's numbers) to compare with training as reported"
         )
+    if buffers and not probed:
+        notes.append("inference agrees: the recalibration probe was not run ('recalibrated' is '-')")
     if not separate:
         notes.append("no module besides BatchNorm behaves differently in training here: BN-only train mode is train mode")
     if world_size() > 1:
@@ -219,6 +226,6 @@ def _run(model: Any, data: Any, y: Any, loss_fn: Any, metrics: Any, fit_metrics:
         train_mode_metrics=numbers["train"], layers=layers, recalibrated_metrics=recalibrated,
         comparisons=comparisons, tolerance=tol, model_name=type(inner).__name__, samples=int(samples),
         batches=int(counts[0]), batch_size=batch_size or int(maxima[2]), recalibration_closes_gap=closes,
-        notes=notes, advice=advise(cause, comparisons, layers, closes), bn_only_metrics=numbers["bn_only"],
+        notes=notes, advice=advise(cause, comparisons, layers, closes, "fit" if fit else "bn_only"), bn_only_metrics=numbers["bn_only"],
         reference="fit" if fit else "bn_only", training_view=view_text,
     )

@@ -112,22 +112,26 @@ def notes_for(layers: list[TorchLayerDiagnosis]) -> list[str]:
     untracked = [layer.path for layer in layers if not layer.track_running_stats]
     if untracked:
         notes.append(
-            f"{len(untracked)} modules have track_running_stats=False ({', '.join(untracked[:3])}): they normalize "
+            f"{_count(untracked, 'module')} with track_running_stats=False ({', '.join(untracked[:3])}): they normalize "
             "with the batch's statistics at inference too, so they never disagree with training, but their outputs "
             "depend on what else is in the batch"
         )
     stale = [layer for layer in layers if layer.frozen and layer.track_running_stats and layer.output_error >= 0.5]
     if stale:
         notes.append(
-            f"{len(stale)} modules in eval() during training have running statistics far from this data (largest "
+            f"{_count(stale, 'module')} in eval() during training with running statistics far from this data (largest "
             f"output error {stale[0].output_error:.2f}, {stale[0].path}): consistent while they stay in eval(), "
             "since training normalizes with them too"
         )
     return notes
 
 
-def _gap(c: TorchMetricComparison) -> str:
-    return f"{c.name} {fmt(c.fit)} reference, {fmt(c.inference)} at inference, {fmt(c.recalibrated)} recalibrated"
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _gap(c: TorchMetricComparison, reference: str) -> str:
+    return f"{c.name} {fmt(c.fit)} {reference}, {fmt(c.inference)} at inference, {fmt(c.recalibrated)} recalibrated"
 
 
 def advise(
@@ -135,8 +139,9 @@ def advise(
     comparisons: list[TorchMetricComparison],
     layers: list[TorchLayerDiagnosis],
     closes_gap: bool | None,
+    reference: str = "fit",
 ) -> list[str]:
-    """The fixes that apply, most direct first."""
+    """The fixes that apply, most direct first; ``reference`` is "fit" or "bn_only"."""
     if cause == "other":
         return [
             "BN-only train mode (batch statistics, every other module in eval()) shares the gap, so BatchNorm does not "
@@ -147,7 +152,7 @@ def advise(
     if cause != "batchnorm":
         return []
     failing = [c for c in comparisons if not c.inference_agrees]
-    probe = "; ".join(_gap(c) for c in failing)
+    probe = "; ".join(_gap(c, "at fit" if reference == "fit" else "in BN-only train mode") for c in failing)
     if closes_gap:
         advice = [
             "recalibrate the running statistics on the training data: pytest_bncheck.recalibrate_batchnorm(model, "
@@ -165,7 +170,7 @@ def advise(
         share = 1.0 if worst.at_initial_values else worst.initial_share
         advice.append(
             f"the running statistics have not converged: momentum {worst.momentum:g} after {worst.updates} batches "
-            f"leaves {share:.0%} of their initial values (mean 0, variance 1) in {len(unconverged)} modules; train "
+            f"leaves {share:.0%} of their initial values (mean 0, variance 1) in {_count(unconverged, 'module')}; train "
             f"longer (at momentum {worst.momentum:g}, {batches_needed(worst.momentum)} batches leave < 1%)"
             + (f", raise the momentum (PyTorch's momentum is the weight of the new batch: the default 0.1 needs "
                f"{batches_needed(0.1)})" if worst.momentum < 0.1 else "")
@@ -174,7 +179,7 @@ def advise(
     frozen = [layer for layer in layers if layer.params_frozen_in_train_mode]
     if frozen:
         advice.append(
-            f"{len(frozen)} BatchNorm modules have frozen parameters (requires_grad=False) but run in training mode, "
+            f"{_count(frozen, 'BatchNorm module')} with frozen parameters (requires_grad=False) run in training mode, "
             f"so their running statistics still change on every training forward ({frozen[0].path}, ...): "
             "requires_grad does not stop that; put the frozen part in eval() after each model.train() (e.g. "
             "backbone.eval()), or replace them with torchvision.ops.FrozenBatchNorm2d"

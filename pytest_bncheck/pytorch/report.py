@@ -103,7 +103,7 @@ def render(report: TorchBNConsistencyReport) -> list[str]:
     in_eval = sum(layer.frozen for layer in report.layers)
     untracked = sum(not layer.track_running_stats for layer in report.layers)
     batch = f", batch_size {report.batch_size}" if report.batch_size else ""
-    counts = f"{len(report.layers)} BatchNorm modules"
+    counts = f"{len(report.layers)} BatchNorm {'module' if len(report.layers) == 1 else 'modules'}"
     extra = [f"{in_eval} in eval() while training"] if in_eval else []
     extra += [f"{untracked} without running statistics"] if untracked else []
     if extra:

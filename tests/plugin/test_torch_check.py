@@ -64,6 +64,7 @@ def test_healthy_model_passes():
     report = check(model, x, y, {**fit, "lr": 0.01}, raise_on_failure=True)
     assert report.passed and report.cause is None and not report.advice
     assert "fit_metrics not computed here, left out: lr" in report.notes
+    assert report.recalibrated_metrics is None and "the recalibration probe was not run" in str(report)
     assert all(layer.output_error < 0.2 for layer in report.layers)
 
 

@@ -48,7 +48,9 @@ def single_process(model, x, y, fit, batch_size: int) -> dict:
     return result
 
 
-def assert_same_as_single_process(ranks: list[dict], single: dict, batches_per_rank: int, rel: float = 1e-9) -> None:
+def assert_same_as_single_process(ranks: list[dict], single: dict, batches_per_rank: int, rel: float = 1e-6) -> None:
+    """``rel``: the ranks combine the float64 moments in another order than one process does, and
+    the float32 statistics made from them may differ in the last bit."""
     first, second = ranks
     # Every rank got the same report and wrote the same statistics, bit for bit.
     assert first["numbers"] == second["numbers"] and first["layers"] == second["layers"]
