@@ -77,3 +77,15 @@ def test_loading_the_plugin_and_the_package_imports_no_framework(pytester: pytes
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_the_readme_example_prints_the_report_the_readme_shows(pytester: pytest.Pytester):
+    readme = (HERE.parents[1] / "README.md").read_text().split("\n### PyTorch\n", 1)[1]
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = readme.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    pytester.makepyfile(test_readme_example=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    printed = [line[1:].strip() for line in result.outlines if line.startswith("E ")]
+    for line in shown[:2] + [row for row in shown if "FAIL:" in row or row.strip().startswith("1 ")]:
+        assert any(line.strip() in p for p in printed), line
