@@ -31,7 +31,13 @@ from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
 from pytest_bncheck.metrics import agrees, direction, resolve
 from pytest_bncheck.pytorch.data import make_batches
 from pytest_bncheck.pytorch.diagnosis import advise, decide_cause, diagnose, notes_for, unbiased_variance
-from pytest_bncheck.pytorch.distributed import cpu_sync_batchnorm, pool_moments, pool_sums, world_size
+from pytest_bncheck.pytorch.distributed import (
+    cpu_sync_batchnorm,
+    pool_moments,
+    pool_sums,
+    require_lockstep,
+    world_size,
+)
 from pytest_bncheck.pytorch.metrics import resolve_metrics
 from pytest_bncheck.pytorch.modules import (
     BatchNormModule,
@@ -167,6 +173,7 @@ def _run(model: Any, data: Any, y: Any, loss_fn: Any, metrics: Any, fit_metrics:
     batches = make_batches(data, y, batch_size, target, need_targets=True)
     separate = has_other_training_behaviour(inner, refs)
     runner = Runner(inner, refs, view, functions, separate)
+    require_lockstep([ref.module for ref in refs], batches)
     with preserved(inner, target), cpu_sync_batchnorm([ref.module for ref in refs]):
         first = runner.check_pass(batches)
         sums = {name: [first.train[name], first.bn_only[name], first.inference[name]] for name in functions}

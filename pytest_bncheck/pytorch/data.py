@@ -40,6 +40,13 @@ class Batches:
         self.device = device
         self.need_targets = need_targets
 
+    def count(self) -> int | None:
+        """How many batches a read yields, when the source knows (``len``), else None."""
+        try:
+            return len(self.source)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
     def __iter__(self) -> Iterator[Batch]:
         for index, item in enumerate(self.source):
             inputs, targets = _split(item, index, self.need_targets)
@@ -105,6 +112,9 @@ class _Slices:
 
     def __init__(self, x: Any, y: Any, batch_size: int):
         self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self) -> int:
+        return -(-int(self.x.shape[0]) // self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
         for start in range(0, int(self.x.shape[0]), self.batch_size):

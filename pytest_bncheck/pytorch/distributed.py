@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pytest_bncheck.errors import BNCheckInputError
 from pytest_bncheck.pytorch._torch import torch
 from pytest_bncheck.stats import Moments, combine
 
@@ -107,6 +108,23 @@ def _global_batch_forward(module: Any, original: Any):
         return t.nn.functional.batch_norm(x, mean, variance, module.weight, module.bias, False, 0.0, module.eps)
 
     return forward
+
+
+def require_lockstep(modules: list[Any], batches: Any) -> None:
+    """With SyncBatchNorm across ranks, every rank must read the same number of batches (each
+    training-mode forward is a collective); refuse, on every rank alike, when they would not,
+    instead of hanging.  Sources without ``len`` cannot be checked in advance."""
+    if not any(isinstance(m, torch().nn.SyncBatchNorm) for m in modules) or world_size() == 1:
+        return
+    count = batches.count()
+    value = -1.0 if count is None else float(count)
+    _, (high, negated_low) = pool_sums([value, -value])
+    low = -negated_low
+    if low >= 0 and low != high:  # low < 0: some rank cannot tell in advance
+        raise BNCheckInputError(
+            f"the ranks have different numbers of batches ({int(low)} to {int(high)}): SyncBatchNorm needs the same on "
+            "every rank, as in training; shard the data evenly (DistributedSampler, drop_last=True)"
+        )
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from pytest_bncheck.errors import BNCheckInputError
 from pytest_bncheck.pytorch._torch import torch
 from pytest_bncheck.pytorch.data import make_batches
 from pytest_bncheck.pytorch.diagnosis import RECALIBRATED_AT, diagnose, unbiased_variance
-from pytest_bncheck.pytorch.distributed import cpu_sync_batchnorm, pool_moments, pool_sums
+from pytest_bncheck.pytorch.distributed import cpu_sync_batchnorm, pool_moments, pool_sums, require_lockstep
 from pytest_bncheck.pytorch.modules import find_batchnorm, model_device, training_view, validate_model
 from pytest_bncheck.pytorch.passes import Runner
 from pytest_bncheck.pytorch.state import preserved
@@ -76,6 +76,7 @@ def recalibrate_batchnorm(
         return summary
     batches = make_batches(data, y, batch_size, target, need_targets=False)
     runner = Runner(inner, refs, view, {}, separate_bn_only=False)
+    require_lockstep([ref.module for ref in refs], batches)
     with preserved(inner, target), cpu_sync_batchnorm([ref.module for ref in refs]):
         moments, count, samples = runner.moments_pass(batches)
         moments = pool_moments(moments, [int(r.module.num_features) for r in refs])

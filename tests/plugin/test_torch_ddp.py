@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import time
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from pytest_bncheck import check_bn_consistency, recalibrate_batchnorm
 
 WORLD = 2
+TIMEOUT = 120  # seconds; a run takes about 5
 
 
 def free_port() -> int:
@@ -23,12 +25,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(tmp_path, model, x, y, fit, batch_size: int, sync: bool) -> list[dict]:
+def run_ranks(tmp_path, model, x, y, fit, batch_size: int, mode: str) -> list[dict]:
     torch.save({"model": model, "x": x, "y": y, "fit": fit, "batch_size": batch_size}, tmp_path / "setup.pt")
     try:
-        torch.multiprocessing.spawn(
-            torch_ddp_worker.run, args=(WORLD, free_port(), str(tmp_path), sync), nprocs=WORLD, join=True
+        ranks = torch.multiprocessing.spawn(
+            torch_ddp_worker.run, args=(WORLD, free_port(), str(tmp_path), mode), nprocs=WORLD, join=False
         )
+        deadline = time.monotonic() + TIMEOUT
+        while not ranks.join(timeout=1):
+            if time.monotonic() > deadline:  # a collective hung: don't hang the suite with it
+                for process in ranks.processes:
+                    process.kill()
+                pytest.fail(f"the ranks did not finish within {TIMEOUT} s")
     except torch.multiprocessing.ProcessExitedException:
         errors = "\n".join(p.read_text() for p in sorted(tmp_path.glob("rank*.err")))
         pytest.fail(f"a rank failed:\n{errors}")
@@ -80,15 +88,24 @@ def trained():
 
 def test_ddp_ranks_pool_to_the_single_process_result(tmp_path, trained):
     model, x, y, fit = trained
-    ranks = run_ranks(tmp_path, model, x, y, fit, batch_size=32, sync=False)
+    ranks = run_ranks(tmp_path, model, x, y, fit, batch_size=32, mode="ddp")
     assert_same_as_single_process(ranks, single_process(model, x, y, fit, batch_size=32), batches_per_rank=4)
 
 
 def test_sync_batchnorm_normalizes_with_the_global_batch(tmp_path, trained):
     # SyncBatchNorm over 2 ranks x 32 samples is BatchNorm over the 64 samples of both halves.
     model, x, y, fit = trained
-    ranks = run_ranks(tmp_path, model, x, y, fit, batch_size=32, sync=True)
+    ranks = run_ranks(tmp_path, model, x, y, fit, batch_size=32, mode="sync")
     single = single_process(model, x, y, fit, batch_size=64)  # batch j = rank 0's batch j + rank 1's batch j
     # float32 normalization with pooled vs one-pass statistics: equal to float32 rounding, not to the bit.
     assert_same_as_single_process(ranks, single, batches_per_rank=4, rel=1e-5)
     assert all(torch.equal(ranks[0]["state"][k], v) for k, v in single["state"].items())
+
+
+def test_sync_batchnorm_with_uneven_shards_is_refused_on_every_rank(tmp_path, trained):
+    model, x, y, fit = trained
+    ranks = run_ranks(tmp_path, model, x, y, fit, batch_size=32, mode="sync-uneven")
+    assert [r["error"] for r in ranks] == [
+        "the ranks have different numbers of batches (3 to 4): SyncBatchNorm needs the same on every rank, as in "
+        "training; shard the data evenly (DistributedSampler, drop_last=True)"
+    ] * 2

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pytest_bncheck import check_bn_consistency, recalibrate_batchnorm
+from pytest_bncheck import BNCheckInputError, check_bn_consistency, recalibrate_batchnorm
 
 LOSS = nn.CrossEntropyLoss()
 
@@ -37,7 +37,10 @@ def outcome(report, model) -> dict:
     }
 
 
-def run(rank: int, world: int, port: int, folder: str, sync: bool) -> None:
+def run(rank: int, world: int, port: int, folder: str, mode: str) -> None:
+    """``mode``: "ddp" (DistributedDataParallel), "sync" (SyncBatchNorm), "sync-uneven" (SyncBatchNorm
+    with one batch fewer on rank 1: the check must refuse on both ranks instead of hanging)."""
+    sync = mode.startswith("sync")
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
@@ -53,6 +56,14 @@ def run(rank: int, world: int, port: int, folder: str, sync: bool) -> None:
         else:
             wrapped = nn.parallel.DistributedDataParallel(model)
         data = shard(setup["x"], setup["y"], setup["batch_size"], rank, world)
+        if mode == "sync-uneven":
+            data = data[:-1] if rank == 1 else data
+            try:
+                check_bn_consistency(wrapped, data, loss_fn=LOSS)
+            except BNCheckInputError as error:
+                torch.save({"error": str(error)}, os.path.join(folder, f"rank{rank}.pt"))
+            dist.barrier()
+            os._exit(0)
         report = check_bn_consistency(
             wrapped, data, loss_fn=LOSS, metrics={"accuracy": "accuracy"}, fit_metrics=setup["fit"],
             raise_on_failure=False,
