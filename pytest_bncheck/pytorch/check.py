@@ -25,6 +25,7 @@ with one forward pass per batch for the recalibration probe.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
@@ -160,6 +161,72 @@ def compare(fit: dict[str, float], numbers: dict[str, dict[str, float]], toleran
     return comparisons
 
 
+@dataclass
+class _Measured:
+    """The numbers of every view, pooled over ranks, and the BN-only view's moments."""
+
+    numbers: dict[str, dict[str, float] | None]
+    comparisons: list[TorchMetricComparison]
+    moments: list[Moments | None]
+    batches: int
+    samples: int
+    largest_batch: int
+    probe_skipped: bool  # inference agreed, so the recalibration probe was not run
+
+
+def _measure(runner: Runner, batches: Any, refs: list[BatchNormModule], fit: dict[str, float], tol: Any) -> _Measured:
+    """The first read (three views), and the recalibration probe when inference disagrees."""
+    names = list(runner.metrics)
+    first = runner.check_pass(batches)
+    sums = {name: [first.train[name], first.bn_only[name], first.inference[name]] for name in names}
+    sums, counts, maxima = _pool_counts(sums, [first.batches, first.samples, first.largest_batch])
+    moments = pool_moments(first.moments, [int(r.module.num_features) for r in refs])
+    if counts[0] == 0:
+        raise BNCheckInputError("the data yielded no batches: pass the data the model was trained on")
+    numbers: dict[str, dict[str, float] | None] = {
+        view: {n: sums[n][i] / counts[1] for n in names} for i, view in enumerate(("train", "bn_only", "inference"))
+    }
+    numbers["recalibrated"] = None
+    comparisons = compare(fit, numbers, tol)
+    buffers = recalibrated_buffers(refs, moments)
+    # The probe answers "would recalibrating fix it?": asked only when something disagrees (the
+    # same decision on every rank, since the numbers are pooled).
+    agree = all(c.inference_agrees for c in comparisons)
+    if buffers and not agree:
+        probe, probe_count = runner.inference_pass(batches, buffers)
+        pooled, probe_samples, _ = _pool_counts({n: [v] for n, v in probe.items()}, [probe_count])
+        numbers["recalibrated"] = {n: v[0] / probe_samples[0] for n, v in pooled.items()}
+        comparisons = compare(fit, numbers, tol)
+    return _Measured(numbers, comparisons, moments, int(counts[0]), int(counts[1]), int(maxima[2]),
+                     bool(buffers) and agree)
+
+
+def _notes(fit_metrics: Any, fit: dict[str, float], measured: _Measured, separate: bool,
+           refs: list[BatchNormModule]) -> list[str]:
+    notes = []
+    ignored = [str(name) for name in (fit_metrics or {}) if name not in fit]
+    if ignored:
+        notes.append(f"fit_metrics not computed here, left out: {', '.join(ignored)}")
+    if not fit:
+        notes.append(
+            "no fit_metrics given: inference is compared with BN-only train mode (the same weights normalizing with "
+            "batch statistics); pass fit_metrics= (the last epoch's numbers) to compare with training as reported"
+        )
+    if measured.probe_skipped:
+        notes.append("inference agrees: the recalibration probe was not run ('recalibrated' is '-')")
+    if not separate:
+        notes.append("no module besides BatchNorm behaves differently in training here: BN-only train mode is train mode")
+    if world_size() > 1:
+        notes.append(f"pooled over {world_size()} ranks of torch.distributed: every rank gets this report")
+    unreached = [ref.label for ref, m in zip(refs, measured.moments) if m is None]
+    if unreached:
+        notes.append(
+            f"{len(unreached)} BatchNorm modules were not called by the forward pass ({', '.join(unreached[:3])}): "
+            "not diagnosed"
+        )
+    return notes
+
+
 def _run(model: Any, data: Any, y: Any, loss_fn: Any, metrics: Any, fit_metrics: Any, batch_size: Any,
          device: Any, tolerance: dict) -> TorchBNConsistencyReport:
     """The check without raising on failure (see :func:`check_bn_consistency`)."""
@@ -175,64 +242,25 @@ def _run(model: Any, data: Any, y: Any, loss_fn: Any, metrics: Any, fit_metrics:
     runner = Runner(inner, refs, view, functions, separate)
     require_lockstep([ref.module for ref in refs], batches)
     with preserved(inner, target), cpu_sync_batchnorm([ref.module for ref in refs]):
-        first = runner.check_pass(batches)
-        sums = {name: [first.train[name], first.bn_only[name], first.inference[name]] for name in functions}
-        sums, counts, maxima = _pool_counts(sums, [first.batches, first.samples, first.largest_batch])
-        moments = pool_moments(first.moments, [int(r.module.num_features) for r in refs])
-        if counts[0] == 0:
-            raise BNCheckInputError("the data yielded no batches: pass the data the model was trained on")
-        samples = counts[1]
-        numbers = {
-            view_name: {n: sums[n][i] / samples for n in functions}
-            for i, view_name in enumerate(("train", "bn_only", "inference"))
-        }
-        numbers["recalibrated"] = None
-        comparisons = compare(fit, numbers, tol)
-        buffers = recalibrated_buffers(refs, moments)
-        # The probe answers "would recalibrating fix it?": only asked when something disagrees
-        # (the same decision on every rank: the numbers are pooled).
-        probed = bool(buffers) and not all(c.inference_agrees for c in comparisons)
-        if probed:
-            probe, probe_count = runner.inference_pass(batches, buffers)
-            pooled, probe_samples, _ = _pool_counts({n: [v] for n, v in probe.items()}, [probe_count])
-            numbers["recalibrated"] = {n: v[0] / probe_samples[0] for n, v in pooled.items()}
-            comparisons = compare(fit, numbers, tol)
-    recalibrated = numbers["recalibrated"]
+        measured = _measure(runner, batches, refs, fit, tol)
+    comparisons, numbers = measured.comparisons, measured.numbers
     cause = decide_cause(comparisons, bool(refs))
-    reached = [(ref, m) for ref, m in zip(refs, moments) if m is not None]
+    reached = [(ref, m) for ref, m in zip(refs, measured.moments) if m is not None]
     layers = sorted((diagnose(ref, m) for ref, m in reached), key=lambda d: d.output_error, reverse=True)
-    notes = []
-    ignored = [str(name) for name in (fit_metrics or {}) if name not in fit]
-    if ignored:
-        notes.append(f"fit_metrics not computed here, left out: {', '.join(ignored)}")
-    if not fit:
-        notes.append(
-            "no fit_metrics given: inference is compared with BN-only train mode (the same weights normalizing with "
-            "batch statistics); pass fit_metrics= (the last epoch's numbers) to compare with training as reported"
-        )
-    if buffers and not probed:
-        notes.append("inference agrees: the recalibration probe was not run ('recalibrated' is '-')")
-    if not separate:
-        notes.append("no module besides BatchNorm behaves differently in training here: BN-only train mode is train mode")
-    if world_size() > 1:
-        notes.append(f"pooled over {world_size()} ranks of torch.distributed: every rank gets this report")
-    unreached = [ref.label for ref, m in zip(refs, moments) if m is None]
-    if unreached:
-        notes.append(f"{len(unreached)} BatchNorm modules were not called by the forward pass ({', '.join(unreached[:3])}): not diagnosed")
+    notes = _notes(fit_metrics, fit, measured, separate, refs)
+    failing = [c for c in comparisons if not c.inference_agrees]
     passed = cause is None
     if not refs:
-        failing = [c.name for c in comparisons if not c.inference_agrees]
-        notes.insert(0, "the model has no BatchNorm module: nothing for this check to find"
-                     + (f" (inference differs from the reference on {', '.join(failing)}, for another reason)" if failing else ""))
+        failing_names = f" (inference differs from the reference on {', '.join(c.name for c in failing)}, for another reason)"
+        notes.insert(0, "the model has no BatchNorm module: nothing for this check to find" + (failing_names if failing else ""))
         passed, cause = True, None
-    failing = [c for c in comparisons if not c.inference_agrees]
-    closes = all(c.recalibrated_agrees for c in failing) if failing and recalibrated is not None else None
-    notes += notes_for(layers)
+    closes = all(c.recalibrated_agrees for c in failing) if failing and numbers["recalibrated"] is not None else None
+    reference = "fit" if fit else "bn_only"
     return TorchBNConsistencyReport(
         passed=passed, cause=cause, fit_metrics=fit, inference_metrics=numbers["inference"],
-        train_mode_metrics=numbers["train"], layers=layers, recalibrated_metrics=recalibrated,
-        comparisons=comparisons, tolerance=tol, model_name=type(inner).__name__, samples=int(samples),
-        batches=int(counts[0]), batch_size=batch_size or int(maxima[2]), recalibration_closes_gap=closes,
-        notes=notes, advice=advise(cause, comparisons, layers, closes, "fit" if fit else "bn_only"), bn_only_metrics=numbers["bn_only"],
-        reference="fit" if fit else "bn_only", training_view=view_text,
+        train_mode_metrics=numbers["train"], layers=layers, recalibrated_metrics=numbers["recalibrated"],
+        comparisons=comparisons, tolerance=tol, model_name=type(inner).__name__, samples=measured.samples,
+        batches=measured.batches, batch_size=batch_size or measured.largest_batch, recalibration_closes_gap=closes,
+        notes=notes + notes_for(layers), advice=advise(cause, comparisons, layers, closes, reference),
+        bn_only_metrics=numbers["bn_only"], reference=reference, training_view=view_text,
     )
