@@ -108,11 +108,13 @@ def validate_fit_metrics(fit_metrics: Any, names: list[str]) -> dict[str, float]
         try:
             fit[name] = float(fit_metrics[name])
         except (TypeError, ValueError):
-            raise BNCheckTypeError(f"fit_metrics[{name!r}] must be a number, got {type(fit_metrics[name]).__name__}") from None
+            kind = type(fit_metrics[name]).__name__
+            raise BNCheckTypeError(f"fit_metrics[{name!r}] must be a number, got {kind}") from None
     diverged = sorted(name for name, value in fit.items() if math.isnan(value))
     if diverged:
         raise BNCheckInputError(
-            f"fit-time {', '.join(diverged)} is NaN: training diverged; fix the training before checking BatchNorm consistency"
+            f"fit-time {', '.join(diverged)} is NaN: training diverged; fix the training before checking BatchNorm "
+            "consistency"
         )
     return fit
 
@@ -128,7 +130,9 @@ def recalibrated_buffers(refs: list[BatchNormModule], moments: list[Moments | No
     return buffers
 
 
-def _pool_counts(sums: dict[str, list[float]], counts: list[float]) -> tuple[dict[str, list[float]], list[float], list[float]]:
+def _pool_counts(
+    sums: dict[str, list[float]], counts: list[float]
+) -> tuple[dict[str, list[float]], list[float], list[float]]:
     """Metric sums and counts added over the ranks (one gather), maxima of the counts too."""
     names = list(sums)
     flat = [v for name in names for v in sums[name]] + counts
@@ -215,7 +219,9 @@ def _notes(fit_metrics: Any, fit: dict[str, float], measured: _Measured, separat
     if measured.probe_skipped:
         notes.append("inference agrees: the recalibration probe was not run ('recalibrated' is '-')")
     if not separate:
-        notes.append("no module besides BatchNorm behaves differently in training here: BN-only train mode is train mode")
+        notes.append(
+            "no module besides BatchNorm behaves differently in training here: BN-only train mode is train mode"
+        )
     if world_size() > 1:
         notes.append(f"pooled over {world_size()} ranks of torch.distributed: every rank gets this report")
     unreached = [ref.label for ref, m in zip(refs, measured.moments) if m is None]
@@ -251,8 +257,9 @@ def _run(model: Any, data: Any, y: Any, loss_fn: Any, metrics: Any, fit_metrics:
     failing = [c for c in comparisons if not c.inference_agrees]
     passed = cause is None
     if not refs:
-        failing_names = f" (inference differs from the reference on {', '.join(c.name for c in failing)}, for another reason)"
-        notes.insert(0, "the model has no BatchNorm module: nothing for this check to find" + (failing_names if failing else ""))
+        differs = ", ".join(c.name for c in failing)
+        why = f" (inference differs from the reference on {differs}, for another reason)" if failing else ""
+        notes.insert(0, "the model has no BatchNorm module: nothing for this check to find" + why)
         passed, cause = True, None
     closes = all(c.recalibrated_agrees for c in failing) if failing and numbers["recalibrated"] is not None else None
     reference = "fit" if fit else "bn_only"

@@ -146,7 +146,9 @@ def make_batches(data: Any, y: Any, batch_size: Any, device: Any, need_targets: 
             raise BNCheckInputError("x is empty (0 samples): pass the data the model was trained on")
         if y is not None and (not isinstance(y, t.Tensor) or y.dim() == 0 or y.shape[0] != x.shape[0]):
             shape = tuple(y.shape) if isinstance(y, t.Tensor) else type(y).__name__
-            raise BNCheckInputError(f"y ({shape}) does not have one target per sample of x {tuple(x.shape)}: pass matching tensors")
+            raise BNCheckInputError(
+                f"y ({shape}) does not have one target per sample of x {tuple(x.shape)}: pass matching tensors"
+            )
         if y is None and need_targets:
             raise BNCheckInputError("tensor x without y: pass (x, y) or y= (loss_fn and metrics need the targets)")
         return Batches(_Slices(x, y, size), device, need_targets)
@@ -159,7 +161,8 @@ def make_batches(data: Any, y: Any, batch_size: Any, device: Any, need_targets: 
         return Batches(loader, device, need_targets)
     if isinstance(data, Iterator):
         raise BNCheckTypeError(
-            f"data is a one-shot {type(data).__name__}: the check reads the data twice; pass a DataLoader or a list of batches"
+            f"data is a one-shot {type(data).__name__}: the check reads the data twice; pass a DataLoader or a list "
+            "of batches"
         )
     if not isinstance(data, Iterable):
         raise BNCheckTypeError(

@@ -1,9 +1,10 @@
 """Per-module diagnosis (running statistics vs the data) and the fixes that apply, for torch.
 
 The data's statistics are the pooled moments of each module's inputs in the BN-only training
-view (BatchNorm in training mode, dropout off as at inference; :mod:`.passes`); the variance compared with ``running_var`` is the unbiased ``M2 / (n - 1)``,
-the way PyTorch stores it.  The gap measures are those of
-:class:`~pytest_bncheck.report.LayerDiagnosis` (:func:`pytest_bncheck.stats.statistics_gap`).
+view (BatchNorm in training mode, dropout off as at inference; :mod:`.passes`); the variance
+compared with ``running_var`` is the unbiased ``M2 / (n - 1)``, the way PyTorch stores it.  The
+gap measures are those of :class:`~pytest_bncheck.report.LayerDiagnosis`
+(:func:`pytest_bncheck.stats.statistics_gap`).
 
 PyTorch's running statistics start at mean 0 / variance 1 and move by
 ``running = (1 - momentum) * running + momentum * batch`` on every training-mode forward, so

@@ -58,7 +58,9 @@ def resolve_metrics(loss_fn: Any, metrics: Any) -> dict[str, Metric]:
             raise BNCheckInputError(f"metric {name!r} is given twice (loss_fn is named 'loss'): rename it")
         if isinstance(metric, str):
             if metric not in _BUILT_IN:
-                raise BNCheckInputError(f"unknown metric {metric!r}: the built-in one is 'accuracy'; pass a callable for others")
+                raise BNCheckInputError(
+                    f"unknown metric {metric!r}: the built-in one is 'accuracy'; pass a callable for others"
+                )
             metric = _BUILT_IN[metric]
         if not callable(metric):
             raise BNCheckTypeError(f"metric {name!r} must be a callable(output, target), got {type(metric).__name__}")

@@ -137,7 +137,9 @@ def model_device(model: Any, device: Any) -> Any:
         try:
             return t.device(device)
         except (RuntimeError, TypeError) as exc:
-            raise BNCheckInputError(f"device={device!r} is not a torch device ({exc}); pass e.g. 'cpu' or 'cuda:0'") from None
+            raise BNCheckInputError(
+                f"device={device!r} is not a torch device ({exc}); pass e.g. 'cpu' or 'cuda:0'"
+            ) from None
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return t.device("cpu")

@@ -192,7 +192,8 @@ class Runner:
         with self.capture.installed():
             for batch in batches:
                 if self.separate_bn_only:
-                    train.add(self.measure(batch, self._train_forward(batch, self.train_flags, "train mode")), batch.size)
+                    output = self._train_forward(batch, self.train_flags, "train mode")
+                    train.add(self.measure(batch, output), batch.size)
                 values = self.measure(batch, self._observed_bn_only_forward(batch))
                 bn_only.add(values, batch.size)
                 if not self.separate_bn_only:
@@ -217,5 +218,6 @@ class Runner:
         """Sample-weighted metric sums in ``eval()`` with ``buffers`` in place of the model's."""
         totals = Totals(list(self.metrics))
         for batch in batches:
-            totals.add(self.measure(batch, self.forward(batch, self.eval_flags, buffers, "inference, recalibrated")), batch.size)
+            output = self.forward(batch, self.eval_flags, buffers, "inference, recalibrated")
+            totals.add(self.measure(batch, output), batch.size)
         return totals.sums, totals.samples
