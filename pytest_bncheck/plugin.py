@@ -122,12 +122,13 @@ def tolerance_sources(config: pytest.Config, node: Any, call: dict | None = None
 @pytest.fixture
 def bn_consistency(request: pytest.FixtureRequest) -> Any:
     """``bn_consistency(model, x, y=None, **kwargs)``: ``check_bn_consistency`` with the
-    configured tolerances; fails the test with the report, returns it when the check passes."""
+    configured tolerances (a Keras or a torch model, its arguments); fails the test with the
+    report, returns it when the check passes."""
     config, node = request.config, request.node
 
     def check(model: Any, x: Any, y: Any = None, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        from pytest_bncheck.consistency import check_bn_consistency
+        from pytest_bncheck.api import check_bn_consistency
 
         call = {"atol": kwargs.pop("atol", None), "rtol": kwargs.pop("rtol", None)}
         tolerance = resolve(*tolerance_sources(config, node, call))

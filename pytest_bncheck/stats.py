@@ -103,3 +103,15 @@ class MomentAccumulator:
 
     def result(self) -> Moments:
         return Moments(float(self.count.numpy()), self.mean.numpy(), self.m2.numpy())
+
+
+def statistics_gap(stored_mean: Any, stored_var: Any, mean: Any, var: Any, eps: float) -> tuple[float, float, float, float]:
+    """``(mean_shift_max, variance_ratio_min, variance_ratio_max, output_error)`` of stored
+    statistics against the data's, per channel, as defined on
+    :class:`~pytest_bncheck.report.LayerDiagnosis`.  Framework-free: only arithmetic and
+    ``.max()/.min()/.mean()``, so NumPy arrays and torch tensors (float64) both work."""
+    shift = (stored_mean - mean) / (var + eps) ** 0.5
+    ratio = (stored_var + eps) / (var + eps)
+    scale = 1.0 / ratio**0.5
+    error = float(((scale - 1.0) ** 2 + (shift * scale) ** 2).mean()) ** 0.5
+    return float(abs(shift).max()), float(ratio.min()), float(ratio.max()), error
