@@ -5,11 +5,11 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.keras_models import BN_MODEL_TOKENS
+from lint.frameworks.keras import BN_MODEL_TOKENS
 from lint.names import dotted
 from lint.nodes import walk
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import (
+from lint.frameworks.torch import (
     TORCH_BN_CLASS,
     TORCHVISION_BN,
     TORCHVISION_BN_TOKENS,

@@ -4,7 +4,8 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import TORCH_BN_TOKENS, TORCH_IMPORT, Forward, Freeze
+from lint.flow.events import Forward, Freeze
+from lint.frameworks.torch import TORCH_BN_TOKENS, TORCH_IMPORT
 
 
 class FrozenBackboneBatchNormUpdates(Rule):
@@ -192,7 +193,7 @@ train_one_epoch(encoder, loader, opt)
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_modules
+        tm = ctx.torch_flow
         if tm.uses_frozen_bn:  # BatchNorm may be swapped for FrozenBatchNorm2d: prefer silence
             return
         freezes = tm.all_of(Freeze)
@@ -200,7 +201,8 @@ train_one_epoch(encoder, loader, opt)
             return
         reported: set[int] = set()
         for forward in tm.all_of(Forward):
-            if forward.context != "training" or forward.mode != "train":
+            # may-train is enough: the training branch of ``model.train() if is_train else model.eval()`` runs
+            if forward.context != "training" or not forward.mode.may("train"):
                 continue
             for freeze in freezes:
                 if id(freeze.node) in reported:
@@ -211,7 +213,7 @@ train_one_epoch(encoder, loader, opt)
                     part = forward.module
                 else:
                     continue
-                if part.contains_bn() is not True or tm.mode_in(part, forward.state)[0] != "train":
+                if part.contains_bn() is not True or not tm.mode_in(part, forward.state).may("train"):
                     continue
                 if tm.bn_kept_in_eval(part, forward.state):
                     continue

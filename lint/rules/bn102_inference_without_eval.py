@@ -4,7 +4,8 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import TORCH_BN_TOKENS, TORCH_IMPORT, EvalCarriedOver, Forward
+from lint.flow.events import EvalCarriedOver, Forward
+from lint.frameworks.torch import TORCH_BN_TOKENS, TORCH_IMPORT
 
 
 class InferenceWithoutEval(Rule):
@@ -187,10 +188,13 @@ for epoch in range(20):
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_modules
+        tm = ctx.torch_flow
         reported: set[int] = set()
+        tests = ctx.is_test_file  # unit tests run BatchNorm in training mode on purpose
         for event in tm.all_of(Forward):
-            if event.context != "inference" or event.mode != "train" or id(event.node) in reported:
+            if event.context != "inference" or not event.mode.must("train") or id(event.node) in reported:
+                continue
+            if event.data == "random" or tests:  # ``net(torch.randn(2, 3, 32, 32))``: a shape check, not inference
                 continue
             if event.module.contains_bn() is not True:
                 continue
@@ -227,7 +231,7 @@ def _where(reason: str) -> str:
 
 
 def _since(ctx: FileContext, event: Forward) -> str:
-    node = event.mode_node
+    node = event.mode_node("train")
     if node is None:
         return "PyTorch builds modules in training mode"
     code = ctx.code(node)

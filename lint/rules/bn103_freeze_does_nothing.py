@@ -6,7 +6,8 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
-from lint.torch_modules import TORCH_IMPORT, AttributeFreeze, ModeOverwrite
+from lint.flow.events import AttributeFreeze, ModeOverwrite
+from lint.frameworks.torch import TORCH_IMPORT
 
 
 class FreezeDoesNothing(Rule):
@@ -170,7 +171,7 @@ model.train = True
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_modules
+        tm = ctx.torch_flow
         for event in tm.of(AttributeFreeze):
             assign: cst.Assign = event.node
             target = event.target

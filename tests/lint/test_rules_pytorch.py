@@ -12,7 +12,8 @@ import libcst as cst
 import pytest
 
 from lint.names import ImportMap
-from lint.torch_modules import Forward, Freeze, TorchModules
+from lint.flow.events import Forward, Freeze
+from lint.flow.torch_flow import TorchFlow
 
 from .helpers import check, run_cli
 
@@ -427,7 +428,7 @@ def test_bn103_modules_of_every_kind():
 # -- the shared analysis, as BN007 uses it ------------------------------------------------------
 
 
-def test_torch_modules_answers_which_values_are_modules_with_batchnorm():
+def test_torch_flow_answers_which_values_are_modules_with_batchnorm():
     source = textwrap.dedent(
         """
         import torch.nn as nn
@@ -442,13 +443,13 @@ def test_torch_modules_answers_which_values_are_modules_with_batchnorm():
         """
     )
     module = cst.parse_module(source)
-    tm = TorchModules(module, ImportMap(module))
+    tm = TorchFlow(module, ImportMap(module))
     # module_at answers for names where they are *used*
     [freeze] = tm.of(Freeze)
     assert freeze.module.label == "resnet18()" and freeze.module.contains_bn()
     [forward] = tm.of(Forward)
     assert tm.module_at(forward.node.func) is forward.module and forward.module.contains_bn() is True
-    assert forward.mode == "train"
+    assert forward.mode.must("train")
 
 
 # -- the bundled examples ----------------------------------------------------------------------

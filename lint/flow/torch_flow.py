@@ -21,219 +21,48 @@ attribute) has an unknown mode and unknown BatchNorm: the rules stay silent on i
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Iterator
 
 import libcst as cst
 
+from lint.flow.constants import NOT_CONSTANT, fold, truth
+from lint.flow.events import (
+    AttributeFreeze,
+    Event,
+    EvalCarriedOver,
+    Forward,
+    Freeze,
+    LoaderFeeds,
+    ModeOverwrite,
+    ModeSet,
+)
+from lint.flow.values import (
+    EVAL,
+    TRAIN,
+    UNKNOWN_MODE,
+    Const,
+    Function,
+    Loader,
+    Many,
+    Mode,
+    ModuleValue,
+    Tensor,
+    join_states,
+)
+from lint.frameworks import torch as pt
 from lint.names import ImportMap, dotted
 from lint.nodes import children, names, walk
 
-# -- names ------------------------------------------------------------------------------------
-
-#: torch.nn classes that keep running statistics in training mode.
-TORCH_BN_CLASS = re.compile(r"^(Lazy)?BatchNorm[123]d$|^SyncBatchNorm$|^_BatchNorm$")
-#: torchvision constructors whose models contain BatchNorm (classification and segmentation;
-#: detection models use FrozenBatchNorm2d in their backbones and are deliberately absent).
-TORCHVISION_BN = re.compile(
-    r"^(resnet\d+|resnext\w+|wide_resnet\w+|densenet\d+|mobilenet_v[23]\w*|efficientnet\w*|regnet_\w+"
-    r"|inception_v3|googlenet|shufflenet\w*|mnasnet\w*|vgg\d+_bn|deeplabv3_\w+|fcn_\w+|lraspp_\w+)$"
-)
-#: ``torch.hub.load``/``timm.create_model`` model names that build BatchNorm.
-HUB_BN_NAME = re.compile(
-    r"resnet|resnext|densenet|mobilenet|efficientnet|regnet|inception|googlenet|shufflenet|mnasnet|deeplab"
-    r"|yolo|ssd|unet|hrnet|dpn|senet|xception|darknet|csp|ghostnet|rexnet|mixnet|tf_efficientnet",
-    re.IGNORECASE,
-)
-#: An import of torch or torchvision (for prefilters): without one no name resolves to them.
-#: Not the bare word "torch": library code that supports several backends says it everywhere.
-#: Rules put ("torch",) beside it, which settles most files with one cheap substring search.
-TORCH_IMPORT = re.compile(r"\bimport\b[^\n]*\btorch|\bfrom[\s\\]+torch")
-#: Substrings of every name ``TORCHVISION_BN`` matches (for prefilters).
-TORCHVISION_BN_TOKENS = (
-    "resnet", "resnext", "densenet", "mobilenet_v", "efficientnet", "regnet_", "inception_v3", "googlenet",
-    "shufflenet", "mnasnet", "vgg", "deeplabv3_", "fcn_", "lraspp_",
-)
-#: Substrings a file must contain to hold a PyTorch module with BatchNorm (for prefilters): the torch
-#: class names (not "BatchNorm", which every Keras file with BatchNormalization has; "_BatchNorm"
-#: also matches a subclass of torch's base class), a torchvision model's name, or a source of
-#: models by name (``torch.hub.load``, ``timm.create_model``, ``torchvision.models.get_model``).
-#: Not "torchvision" itself: it is mostly in comments and transforms.
-TORCH_BN_TOKENS = (
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "_BatchNorm", *TORCHVISION_BN_TOKENS,
-    "hub.load", "torch.hub", "timm", "get_model",
-)
-
-#: A test that singles out BatchNorm modules: ``isinstance(m, nn.BatchNorm2d)``, ``"bn" in name``.
-_BN_TEST = re.compile(r"batch_?norm|\bbn\d*\b|_BatchNorm|\bnorm\b", re.IGNORECASE)
-#: Functions whose calls are inference: predict, evaluate, test, infer, validate.
-_INFERENCE_FN = re.compile(
-    r"(^|_)(predict\w*|prediction\w*|evaluate|evaluation|eval|infer|inference|test|testing|validate|validation|val)(_|$)",
-    re.IGNORECASE,
-)
-#: Attributes of a torchvision model that hold no BatchNorm (the classifier heads).
-_HEAD_ATTRS = frozenset({"fc", "classifier", "head", "heads", "linear", "last_linear", "logits"})
-_TENSOR_ATTRS = frozenset({"weight", "bias", "running_mean", "running_var", "data", "grad"})
-#: Module methods that return the module itself.
-_SELF_RETURNING = frozenset({"to", "cuda", "cpu", "float", "half", "double", "bfloat16", "type", "share_memory",
-                             "to_empty", "requires_grad_", "train", "eval", "apply", "zero_grad"})
-#: nn.Module's own methods (a call of any other attribute of a torchvision model runs a sub-module).
-_MODULE_METHODS = frozenset({
-    "parameters", "named_parameters", "modules", "named_modules", "children", "named_children", "buffers",
-    "named_buffers", "state_dict", "load_state_dict", "register_buffer", "register_parameter", "register_module",
-    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "add_module",
-    "get_submodule", "get_parameter", "get_buffer", "extra_repr", "forward",
-}) | _SELF_RETURNING
-_WRAPPERS = frozenset({"DataParallel", "DistributedDataParallel", "compile", "script", "trace", "convert_sync_batchnorm"})
-_NOT_MODULES = frozenset({"Parameter", "ParameterList", "ParameterDict", "UninitializedParameter", "Buffer"})
 _MAX_INLINE = 4  # helpers within helpers followed this deep
 _INLINE_BUDGET = 500  # helper walks per file: call sites fan out, the walk must not
-
-
-def is_torch_bn_class(qualname: str | None) -> bool:
-    """``torch.nn.BatchNorm2d``, ``nn.SyncBatchNorm``, ``BatchNorm1d`` (star-imported)."""
-    if not qualname:
-        return False
-    last = qualname.rsplit(".", 1)[-1]
-    return bool(TORCH_BN_CLASS.match(last)) and (qualname.startswith("torch.") or "." not in qualname)
-
-
-def is_torchvision_bn_model(qualname: str | None) -> bool:
-    """``torchvision.models.resnet50`` in any import form (``models.resnet50``, ``resnet50``)."""
-    return bool(qualname) and qualname.startswith("torchvision.") and bool(
-        TORCHVISION_BN.match(qualname.rsplit(".", 1)[-1])
-    )
-
-
-# -- values -----------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class TorchModule:
-    """A module value (or an object holding modules, such as a trainer).
-
-    ``has_bn`` is True/False where the file shows it and None where it does not;
-    ``is_module`` says the value is known to be an ``nn.Module`` (not a tensor, not a plain
-    object). ``attrs`` are its sub-modules by attribute (``model.backbone``).
-    """
-
-    label: str
-    has_bn: bool | None
-    is_module: bool = True
-    kind: str = "constructed"  # constructed | instance | part | parameter | loop
-    origin: cst.CSTNode | None = None
-    parent: "TorchModule | None" = None
-    attr: str | None = None
-    cls: cst.ClassDef | None = None
-    attrs: dict[str, "TorchModule"] = field(default_factory=dict)
-
-    def contains_bn(self) -> bool | None:
-        if self.has_bn:
-            return True
-        if any(child.contains_bn() for child in self.attrs.values() if child.parent is self):
-            return True
-        return self.has_bn
-
-    def ancestors(self) -> Iterator["TorchModule"]:
-        node: TorchModule | None = self
-        seen = set()
-        while node is not None and id(node) not in seen:
-            seen.add(id(node))
-            yield node
-            node = node.parent
-
-    def within(self, other: "TorchModule") -> bool:
-        return any(a is other for a in self.ancestors())
-
-
-@dataclass(eq=False)
-class _Many:
-    """``X.parameters()`` ("params") or ``X.modules()``/``X.children()`` ("modules") of a module."""
-
-    owner: TorchModule
-    what: str
-    name: str = ""  # the owner as written (``model.backbone``)
-
-
-@dataclass(eq=False)
-class _Function:
-    node: cst.FunctionDef
-    cls: cst.ClassDef | None = None
-
-
-# -- events -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Event:
-    module: TorchModule
-    node: cst.CSTNode
-    seq: int
-
-
-@dataclass
-class Freeze(Event):
-    """Parameters of ``module`` frozen: ``requires_grad_(False)`` or ``p.requires_grad = False`` over them.
-    ``name`` is the module as written there (``model.backbone``)."""
-
-    name: str = ""
-
-
-@dataclass
-class AttributeFreeze(Event):
-    """``module.requires_grad = False`` on a known ``nn.Module``: a plain attribute, nothing frozen.
-    ``node`` is the ``Assign``; ``target`` its ``X.requires_grad`` attribute."""
-
-    target: cst.Attribute | None = None
-
-
-@dataclass
-class ModeOverwrite(Event):
-    """``model.train = True`` / ``model.eval = False``: the method replaced by a value. ``node`` is the ``Assign``."""
-
-    attr: str = "train"
-
-
-@dataclass
-class ModeSet(Event):
-    mode: str = "train"  # "train" | "eval" | "bn-eval" (only its BatchNorm modules put in eval)
-    chain: tuple = ()  # the call sites of the helpers it sits in, outermost first
-
-
-@dataclass
-class Forward(Event):
-    """``module(x)`` or ``module.forward(x)``.
-
-    ``context`` is "training" (a loop or function that calls ``.backward()``), "inference"
-    (``reason`` says why) or "other". ``mode`` is the module's mode there ("train", "eval",
-    "unknown") and ``mode_node`` what set it (a constructor or a ``.train()`` call).
-    ``via`` is the outermost call site when the forward sits in a helper walked at a call.
-    """
-
-    context: str = "other"
-    reason: str = ""
-    mode: str = "unknown"
-    mode_node: cst.CSTNode | None = None
-    via: cst.CSTNode | None = None
-    state: dict = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class EvalCarriedOver(Event):
-    """An ``.eval()`` in a training loop that the next iteration trains under. ``node`` is the statement's
-    call in the loop body that puts the model in eval mode."""
-
-    forward: cst.CSTNode | None = None
-    loop: cst.CSTNode | None = None
-    eval_call: cst.CSTNode | None = None  # the ``.eval()`` (``node`` is the helper call when it sits in one)
+EITHER = "train|eval"
+_UNROLL = 8  # ``for phase in ["train", "val"]``: lists of constants this long are walked element by element
 
 
 # -- the walk ---------------------------------------------------------------------------------
 
 
 class _Frame:
-    def __init__(self, parent: "_Frame | None", self_obj: TorchModule | None = None) -> None:
+    def __init__(self, parent: "_Frame | None", self_obj: ModuleValue | None = None) -> None:
         self.parent = parent
         self.vars: dict[str, object] = {}
         self.self_obj = self_obj
@@ -248,18 +77,20 @@ class _Frame:
         return None
 
 
-class TorchModules:
+class TorchFlow:
     """The module values and events of one file. Build once per file; rules query it."""
 
-    def __init__(self, module: cst.Module, imports: ImportMap, path: str = "") -> None:
+    def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None) -> None:
         self.imports = imports
+        self.project = project or {}  # dotted name -> lint.flow.project.Definition of another module
         self.events: list[Event] = []
+        self.loaders: list[Loader] = []
         self.uses_frozen_bn = False  # FrozenBatchNorm2d anywhere: BatchNorm may be frozen by replacement
-        self._pytest_file = bool(re.search(r"(^|/)(test_[^/]*|[^/]*_test|conftest)\.py$", path))
+        self._pytest_file = pt.is_test_file(path)
         self._seq = 0
-        self._values: dict[int, TorchModule] = {}
-        self._objects: dict[int, TorchModule] = {}
-        self._state: dict[object, tuple[str, cst.CSTNode | None]] = {}
+        self._values: dict[int, ModuleValue] = {}
+        self._objects: dict[int, ModuleValue] = {}
+        self._state: dict[object, Mode] = {}
         self._context: list[tuple[str, str]] = []  # innermost last: ("training"|"inference", reason)
         self._stack: list[cst.FunctionDef] = []
         self._via: list[cst.CSTNode] = []
@@ -299,21 +130,21 @@ class TorchModules:
         """Every event of one kind, one per walk (the same node may come up from several call sites)."""
         return [e for e in self.events if type(e) is kind]
 
-    def module_at(self, node: cst.CSTNode) -> TorchModule | None:
+    def module_at(self, node: cst.CSTNode) -> ModuleValue | None:
         """The module a name or attribute denoted where it stands (``model`` in ``model.train()``)."""
         return self._values.get(id(node))
 
-    def mode_in(self, module: TorchModule, state: dict) -> tuple[str, cst.CSTNode | None]:
-        """A module's mode in a recorded state (``Forward.state``): its own, else its nearest container's."""
+    def mode_in(self, module: ModuleValue, state: dict) -> Mode:
+        """A module's modes in a recorded state (``Forward.state``): its own, else its nearest container's."""
         return _mode(module, state)
 
-    def bn_kept_in_eval(self, module: TorchModule, state: dict) -> bool:
+    def bn_kept_in_eval(self, module: ModuleValue, state: dict) -> bool:
         """Its BatchNorm modules are in eval mode in that state (``.eval()`` on it, on them, or frozen stats)."""
-        if _mode(module, state)[0] == "eval":
+        if _mode(module, state).must(EVAL):
             return True
         return any(("bn", id(a)) in state for a in module.ancestors())
 
-    def is_frozen(self, module: TorchModule) -> bool:
+    def is_frozen(self, module: ModuleValue) -> bool:
         return any(e.module is module for e in self.all_of(Freeze))
 
     # -- definitions -------------------------------------------------------------------------
@@ -348,6 +179,11 @@ class TorchModules:
                 for base in cls.bases:
                     q = self.imports.qualname(base.value) or ""
                     last = q.rsplit(".", 1)[-1]
+                    imported = self.project.get(dotted(base.value) or "")
+                    if imported is not None and imported.framework == "torch" and imported.is_model:
+                        found.add(name)
+                        changed = True
+                        break
                     if q.startswith(("torch.nn", "torchvision.models")) or last == "Module" or last in found:
                         found.add(name)
                         changed = True
@@ -368,32 +204,38 @@ class TorchModules:
     def _builds_bn(self, node: cst.CSTNode, local: set[str]) -> bool:
         for n in names(node):
             q = self.imports.qualname(n)
-            if is_torch_bn_class(q) or is_torchvision_bn_model(q) or (isinstance(n, cst.Name) and n.value in local):
+            if pt.is_torch_bn_class(q) or pt.is_torchvision_bn_model(q) or (isinstance(n, cst.Name) and n.value in local):
+                return True
+            imported = self.project.get(dotted(n) or "")
+            if imported is not None and imported.framework == "torch" and imported.has_bn:
                 return True
         return False
 
     # -- recording ---------------------------------------------------------------------------
 
-    def _record(self, kind: type[Event], module: TorchModule, node: cst.CSTNode, **extra) -> Event:
+    def _record(self, kind: type[Event], module: ModuleValue, node: cst.CSTNode, **extra) -> Event:
         self._seq += 1
         event = kind(module=module, node=node, seq=self._seq, **extra)
         (self._muted if self._mute else self.events).append(event)
         return event
 
-    def _new(self, obj: TorchModule) -> TorchModule:
+    def _new(self, obj: ModuleValue) -> ModuleValue:
         self._objects[id(obj)] = obj
         return obj
 
-    def _set_mode(self, obj: TorchModule, mode: str, node: cst.CSTNode) -> None:
+    def _set_mode(self, obj: ModuleValue, mode: str, node: cst.CSTNode) -> None:
+        """``mode`` is "train", "eval", "train|eval" (an argument we cannot fold) or "bn-eval"."""
         if mode == "bn-eval":
-            self._state[("bn", id(obj))] = ("eval", node)
+            self._state[("bn", id(obj))] = Mode.of(EVAL, node)
         else:
             for key in list(self._state):
                 target = self._objects.get(key[1] if isinstance(key, tuple) else key)
                 if target is not None and target is not obj and target.within(obj):
                     del self._state[key]
             self._state.pop(("bn", id(obj)), None)
-            self._state[id(obj)] = (mode, node)
+            self._state[id(obj)] = (
+                Mode.of(TRAIN, node).join(Mode.of(EVAL, node)) if mode == EITHER else Mode.of(mode, node)
+            )
         self._record(ModeSet, obj, node, mode=mode, chain=tuple(self._via))
 
     # -- statements --------------------------------------------------------------------------
@@ -408,28 +250,32 @@ class TorchModules:
                 self._small(small, frame, bn_guard)
         elif isinstance(stmt, cst.If):
             self._eval(stmt.test, frame)
-            guard = bool(_BN_TEST.search(_code(stmt.test)))
-            before = dict(self._state)
+            certain = self._truth(stmt.test, frame)
+            if certain is not None:  # ``if False:``, ``if phase == "train":`` in the "val" iteration: one branch runs
+                if certain:
+                    self._block(_body(stmt.body), frame, bn_guard)
+                else:
+                    self._orelse(stmt, frame, bn_guard)
+                return
+            guard = bool(pt.BN_TEST.search(_code(stmt.test)))
+            before, vars_before = dict(self._state), dict(frame.vars)
             self._guard_depth += guard
             self._block(_body(stmt.body), frame, bn_guard or guard)
             self._guard_depth -= guard
-            after_if = self._state
+            after_if, vars_after_if = self._state, dict(frame.vars)
             if guard:  # ``if isinstance(m, nn.BatchNorm2d): m.eval()`` acts on the BatchNorm modules only
                 return
             self._state = before
-            if stmt.orelse is not None:
-                orelse = stmt.orelse
-                if isinstance(orelse, cst.If):
-                    self._statement(orelse, frame, bn_guard)
-                else:
-                    self._block(_body(orelse.body), frame, bn_guard)
-            self._state = _join(after_if, self._state)
+            frame.vars = dict(vars_before)
+            self._orelse(stmt, frame, bn_guard)
+            self._state = join_states(after_if, self._state)
+            frame.vars = _join_vars(vars_after_if, frame.vars)
         elif isinstance(stmt, (cst.For, cst.While)):
             self._loop(stmt, frame, bn_guard)
         elif isinstance(stmt, cst.With):
             pushed = 0
             for item in stmt.items:
-                reason = self._inference_context(item.item)
+                reason = self._inference_context(item.item, frame)
                 if reason:
                     self._context.append(("inference", reason))
                     pushed += 1
@@ -448,7 +294,18 @@ class TorchModules:
                     self._block(_body(extra.body), frame, bn_guard)
         elif isinstance(stmt, cst.FunctionDef):
             if frame is not self._top:
-                frame.vars[stmt.name.value] = _Function(stmt)
+                frame.vars[stmt.name.value] = Function(stmt)
+
+    def _orelse(self, stmt: cst.If, frame: _Frame, bn_guard: bool) -> None:
+        if stmt.orelse is None:
+            return
+        if isinstance(stmt.orelse, cst.If):
+            self._statement(stmt.orelse, frame, bn_guard)
+        else:
+            self._block(_body(stmt.orelse.body), frame, bn_guard)
+
+    def _truth(self, test, frame: _Frame) -> bool | None:
+        return truth(test, lambda name: frame.lookup(name))
 
     def _small(self, small, frame: _Frame, bn_guard: bool) -> None:
         if isinstance(small, (cst.Assign, cst.AnnAssign)):
@@ -460,6 +317,8 @@ class TorchModules:
                 self._assign(target, small, value, frame, bn_guard)
         elif isinstance(small, cst.AugAssign):
             self._eval(small.value, frame)
+            if isinstance(small.target, cst.Name) and isinstance(frame.lookup(small.target.value), Const):
+                frame.vars[small.target.value] = None  # ``step += 1``: no longer the constant it was
         elif isinstance(small, cst.Expr):
             self._eval(small.value, frame)
         elif isinstance(small, cst.Return):
@@ -474,25 +333,25 @@ class TorchModules:
             attr = target.attr.value
             literal = _bool(stmt.value)
             if attr == "requires_grad" and literal == "False":
-                if isinstance(owner, _Many) and owner.what == "params" and not self._guard_depth:
+                if isinstance(owner, Many) and owner.what == "params" and not self._guard_depth:
                     self._record(Freeze, owner.owner, stmt, name=owner.name)
-                elif isinstance(owner, _Many) and owner.what == "modules":
+                elif isinstance(owner, Many) and owner.what == "modules":
                     self._record(AttributeFreeze, owner.owner, stmt, target=target)
-                elif isinstance(owner, TorchModule) and owner.is_module:
+                elif isinstance(owner, ModuleValue) and owner.is_module:
                     self._record(AttributeFreeze, owner, stmt, target=target)
                 return
             if attr in ("train", "eval") and literal is not None:
-                module = owner.owner if isinstance(owner, _Many) and owner.what == "modules" else owner
-                if isinstance(module, TorchModule) and module.is_module:
+                module = owner.owner if isinstance(owner, Many) and owner.what == "modules" else owner
+                if isinstance(module, ModuleValue) and module.is_module:
                     self._record(ModeOverwrite, module, stmt, attr=attr)
                 return
-            if attr in ("track_running_stats", "momentum") and isinstance(owner, _Many) and owner.what == "modules":
+            if attr in ("track_running_stats", "momentum") and isinstance(owner, Many) and owner.what == "modules":
                 if attr == "momentum" and _code(stmt.value) not in ("0", "0.0", "0."):
                     return
                 self._set_mode(owner.owner, "bn-eval", stmt)
                 return
-            if isinstance(owner, TorchModule):
-                if isinstance(value, TorchModule):
+            if isinstance(owner, ModuleValue):
+                if isinstance(value, ModuleValue):
                     owner.attrs[attr] = value
                     # a value built right here (``self.backbone = resnet50().features``) now lives in ``owner``
                     fresh = value.parent is None or dotted(stmt.value) is None
@@ -511,24 +370,54 @@ class TorchModules:
                 self._bind(element.value, None, frame)
 
     def _loop(self, stmt, frame: _Frame, bn_guard: bool) -> None:
+        # A name the body assigns holds another value from the second iteration on: not a constant
+        # in the loop (the fixed point of constant propagation, reached in one widening step).
+        for name in _assigned_names(stmt.body):
+            if isinstance(frame.lookup(name), Const):
+                frame.vars[name] = None
+        elements = None
         if isinstance(stmt, cst.For):
             items = self._eval(stmt.iter, frame)
-            self._bind_loop_var(stmt.target, items, frame)
+            elements = self._constant_elements(stmt.iter, frame)
+            if elements is None:
+                self._bind_loop_var(stmt.target, items, frame)
         else:
             self._eval(stmt.test, frame)
-        trains = self._calls_backward(stmt.body)
+            if self._truth(stmt.test, frame) is False:  # ``while False:`` never runs
+                return
+        if elements is not None:
+            # ``for phase in ["train", "val"]``: each iteration walked with its own constant, so
+            # ``if phase == "train": model.train() else: model.eval()`` is one branch per iteration.
+            start = len(self.events)
+            for element in elements:
+                self._bind(stmt.target, Const(element), frame)
+                self._iteration(stmt, frame, bn_guard)
+            self._bind(stmt.target, None, frame)
+            first = self.events[start:] if not self._mute else []
+        else:
+            first = self._iteration(stmt, frame, bn_guard)
+        evals = {id(e.node): e for e in first if isinstance(e, ModeSet) and e.mode == EVAL}
+        if evals and any(isinstance(e, Forward) and e.context == "training" for e in first):
+            self._next_iteration(stmt, frame, bn_guard, evals)
+        if getattr(stmt, "orelse", None) is not None:
+            self._block(_body(stmt.orelse.body), frame, bn_guard)
+
+    def _iteration(self, stmt, frame: _Frame, bn_guard: bool) -> list:
+        """Walk the loop body once, as a training step if it calls ``.backward()`` on a path that runs."""
+        trains = self._calls_backward(stmt.body, frame)
         if trains:
             self._context.append(("training", ""))
         start = len(self.events)
         self._block(_body(stmt.body), frame, bn_guard)
-        first = self.events[start:] if not self._mute else []
-        evals = {id(e.node): e for e in first if isinstance(e, ModeSet) and e.mode == "eval"}
-        if evals and any(isinstance(e, Forward) and e.context == "training" for e in first):
-            self._next_iteration(stmt, frame, bn_guard, evals)
         if trains:
             self._context.pop()
-        if getattr(stmt, "orelse", None) is not None:
-            self._block(_body(stmt.orelse.body), frame, bn_guard)
+        return self.events[start:] if not self._mute else []
+
+    def _constant_elements(self, node, frame: _Frame) -> list | None:
+        value = fold(node, lambda name: frame.lookup(name))
+        if isinstance(value, (list, tuple)) and 0 < len(value) <= _UNROLL:
+            return list(value)
+        return None
 
     def _next_iteration(self, stmt, frame: _Frame, bn_guard: bool, evals: dict[int, ModeSet]) -> None:
         """Walk a training loop's body again from the state its first iteration ends in: a training
@@ -537,24 +426,31 @@ class TorchModules:
         self._mute += 1
         start = len(self._muted)
         try:
-            self._block(_body(stmt.body), frame, bn_guard)
+            self._iteration(stmt, frame, bn_guard)
         finally:
             self._mute -= 1
             second = self._muted[start:]
             del self._muted[start:]
             self._state, self._seq = saved_state, saved_seq
         for e in second:
-            if isinstance(e, Forward) and e.context == "training" and e.mode == "eval" and id(e.mode_node) in evals:
+            eval_node = e.mode_node(EVAL) if isinstance(e, Forward) else None
+            if isinstance(e, Forward) and e.context == "training" and id(eval_node) in evals:
                 # reported where the loop body puts the model in eval mode: the ``.eval()`` itself or the
                 # helper call that does it (``validate(model)``)
                 inside = {id(n) for n in walk(stmt.body)}
-                chain = evals[id(e.mode_node)].chain
-                where = next((c for c in chain if id(c) in inside), e.mode_node)
+                chain = evals[id(eval_node)].chain
+                where = next((c for c in chain if id(c) in inside), eval_node)
                 if not any(isinstance(x, EvalCarriedOver) and x.node is where for x in self.events):
-                    self._record(EvalCarriedOver, e.module, where, forward=e.node, loop=stmt, eval_call=e.mode_node)
+                    self._record(EvalCarriedOver, e.module, where, forward=e.node, loop=stmt, eval_call=eval_node)
 
     def _bind_loop_var(self, target, items, frame: _Frame) -> None:
-        if isinstance(items, _Many):
+        if isinstance(items, Loader):  # ``for x, y in loader``, ``for i, (x, y) in enumerate(loader)``: batches of it
+            batch = Tensor("data", items)
+            for n in walk(target):
+                if isinstance(n, cst.Name):
+                    frame.vars[n.value] = batch
+            return
+        if isinstance(items, Many):
             # ``for p in m.parameters()``, ``for name, p in m.named_parameters()``, ``for i, m in enumerate(...)``
             if isinstance(target, (cst.Tuple, cst.List)) and target.elements:
                 self._bind(target, None, frame)
@@ -570,13 +466,13 @@ class TorchModules:
         """The value an expression denotes (a module, its parameters or sub-modules), recording its events."""
         if isinstance(node, cst.Name):
             value = frame.lookup(node.value)
-            if isinstance(value, TorchModule):
+            if isinstance(value, ModuleValue):
                 self._values.setdefault(id(node), value)
             return value
         if isinstance(node, cst.Attribute):
             owner = self._eval(node.value, frame, record)
-            value = self._attribute(owner, node.attr.value) if isinstance(owner, TorchModule) else None
-            if isinstance(value, TorchModule):
+            value = self._attribute(owner, node.attr.value) if isinstance(owner, ModuleValue) else None
+            if isinstance(value, ModuleValue):
                 self._values.setdefault(id(node), value)
             return value
         if isinstance(node, cst.Call):
@@ -586,16 +482,35 @@ class TorchModules:
             if record:
                 for element in node.slice:
                     self._visit(element, frame)
-            if isinstance(owner, _Many):
+            if isinstance(owner, Many):
                 return owner
-            if isinstance(owner, TorchModule) and owner.is_module:  # ``model.layer4[0]``, ``features[:10]``
+            if isinstance(owner, ModuleValue) and owner.is_module:  # ``model.layer4[0]``, ``features[:10]``
                 return self._part(owner, "[]")
             return None
         if isinstance(node, (cst.Await, cst.Lambda)):
             return None
+        if isinstance(node, cst.IfExp) and record:
+            return self._if_expression(node, frame)
         if record:
             self._visit(node, frame)
+        if isinstance(node, (cst.Integer, cst.Float, cst.SimpleString, cst.UnaryOperation, cst.Dict, cst.List,
+                             cst.Tuple, cst.Comparison, cst.BooleanOperation, cst.BinaryOperation)):
+            value = fold(node, lambda name: frame.lookup(name))
+            return None if value is NOT_CONSTANT else Const(value)
         return None
+
+    def _if_expression(self, node: cst.IfExp, frame: _Frame):
+        """``net.train() if is_train else net.eval()``: each side on its own path, joined after."""
+        self._eval(node.test, frame)
+        certain = self._truth(node.test, frame)
+        if certain is not None:
+            return self._eval(node.body if certain else node.orelse, frame)
+        before = dict(self._state)
+        body = self._eval(node.body, frame)
+        after_body, self._state = self._state, before
+        orelse = self._eval(node.orelse, frame)
+        self._state = join_states(after_body, self._state)
+        return body if body is orelse else None
 
     def _visit(self, node: cst.CSTNode, frame: _Frame) -> None:
         for child in children(node):
@@ -604,24 +519,24 @@ class TorchModules:
             else:
                 self._visit(child, frame)
 
-    def _attribute(self, owner: TorchModule, attr: str):
+    def _attribute(self, owner: ModuleValue, attr: str):
         if attr in owner.attrs:
             return owner.attrs[attr]
         if attr == "module" and owner.is_module:  # DataParallel/DDP's wrapped module: same object here
             return owner
-        if attr in _TENSOR_ATTRS or not owner.is_module or attr.startswith("__"):
+        if attr in pt.TENSOR_ATTRS or not owner.is_module or attr.startswith("__"):
             return None
         return self._part(owner, attr)
 
-    def _part(self, owner: TorchModule, attr: str) -> TorchModule:
+    def _part(self, owner: ModuleValue, attr: str) -> ModuleValue:
         """A sub-module by attribute: a torchvision model's ``layer4``/``features`` carries BatchNorm, its head does not."""
         key = f"<{attr}>"
         if key not in owner.attrs:
             if owner.kind == "constructed" and owner.has_bn and owner.cls is None:
-                has_bn, is_module = attr not in _HEAD_ATTRS, True
+                has_bn, is_module = attr not in pt.HEAD_ATTRS, True
             else:
                 has_bn, is_module = None, False
-            owner.attrs[key] = self._new(TorchModule(label=f"{owner.label}.{attr}", has_bn=has_bn, is_module=is_module,
+            owner.attrs[key] = self._new(ModuleValue(label=f"{owner.label}.{attr}", has_bn=has_bn, is_module=is_module,
                                                      kind="part", parent=owner, attr=attr))
         return owner.attrs[key]
 
@@ -629,7 +544,7 @@ class TorchModules:
         func = node.func
         if isinstance(func, cst.Name):
             callee = frame.lookup(func.value)
-            if isinstance(callee, TorchModule):
+            if isinstance(callee, ModuleValue):
                 self._values.setdefault(id(func), callee)
         else:
             callee = self._eval(func.value if isinstance(func, cst.Attribute) else func, frame, record)
@@ -637,72 +552,89 @@ class TorchModules:
 
         if isinstance(func, cst.Attribute):
             method = func.attr.value
-            if isinstance(callee, TorchModule):
+            if isinstance(callee, ModuleValue):
                 sub = callee.attrs.get(method)
-                if sub is None and callee.is_module and callee.cls is None and method not in _MODULE_METHODS:
+                if sub is None and callee.is_module and callee.cls is None and method not in pt.MODULE_METHODS:
                     sub = self._attribute(callee, method)  # ``model.features(x)`` of a torchvision model
-                if isinstance(sub, TorchModule):
+                if isinstance(sub, ModuleValue):
                     self._values.setdefault(id(func), sub)
                     if sub.is_module and record:
-                        self._forward(sub, node)
+                        self._forward(sub, node, args)
                     return None
                 if callee.is_module and method in ("parameters", "named_parameters"):
-                    return _Many(callee, "params", _code(func.value))
+                    return Many(callee, "params", _code(func.value))
                 if callee.is_module and method in ("modules", "named_modules", "children", "named_children"):
-                    return _Many(callee, "modules", _code(func.value))
+                    return Many(callee, "modules", _code(func.value))
                 if not record:
-                    return callee if callee.is_module and method in _SELF_RETURNING else None
+                    return callee if callee.is_module and method in pt.SELF_RETURNING else None
                 result = self._method(callee, method, node, args)
                 if result is not _NOTHING:
                     return result
-            elif isinstance(callee, _Many):
+            elif isinstance(callee, Many):
                 return self._many_method(callee, method, node) if record else None
             elif callee is None and method in ("modules", "named_modules") and self.imports.imports_from("torch"):
                 # ``m.modules()`` of a value whose origin is elsewhere: still a module's sub-modules
-                return _Many(self._new(TorchModule(label=_code(func.value), has_bn=None, kind="parameter")), "modules")
-        elif isinstance(callee, TorchModule):
+                return Many(self._new(ModuleValue(label=_code(func.value), has_bn=None, kind="parameter")), "modules")
+        elif isinstance(callee, ModuleValue):
             if callee.is_module and record:
-                self._forward(callee, node)
+                self._forward(callee, node, args)
             return None
-        elif isinstance(callee, _Function):
+        elif isinstance(callee, Function):
             return self._inline(callee.node, callee.cls, None, node, args) if record else None
         elif isinstance(func, cst.Name) and callee is None:
             name = func.value
-            if name in ("list", "tuple", "enumerate", "reversed", "iter", "sorted", "filter", "tqdm"):
-                return next((a for a in args if isinstance(a, _Many)), None)
+            if name in ("list", "tuple", "enumerate", "reversed", "iter", "sorted", "filter", "tqdm", "zip"):
+                return next((a for a in args if isinstance(a, (Many, Loader))), None)
+            if name == "dict" and all(a.keyword is not None for a in node.args):
+                return Const({a.keyword.value: v.value if isinstance(v, Const) else NOT_CONSTANT
+                              for a, v in zip(node.args, args)})
             if name in self._classes and record:
                 return self._instantiate(self._classes[name], node, args)
             if name in self._functions and name not in self.imports.aliases:
                 return self._inline(self._functions[name], None, None, node, args) if record else None
+        if isinstance(func, cst.Attribute) and func.attr.value in ("tqdm", "enumerate"):
+            loader = next((a for a in args if isinstance(a, Loader)), None)
+            if loader is not None:
+                return loader
+        imported = self.project.get(dotted(func) or "") if callee is None or isinstance(func, cst.Attribute) else None
+        if imported is not None and imported.framework == "torch" and imported.is_model:
+            # defined in another module of the project: what its summary says it builds
+            return self._new(ModuleValue(label=f"{dotted(func)}()", has_bn=imported.has_bn, origin=node,
+                                         kind="constructed" if imported.kind == "function" else "instance",
+                                         defined_at=imported.where))
         qualname = self.imports.qualname(func) if isinstance(func, (cst.Name, cst.Attribute)) else None
-        return self._constructor(node, qualname, args)
+        return self._constructor(node, qualname, args, frame)
 
-    def _constructor(self, node: cst.Call, qualname: str | None, args: list):
+    def _constructor(self, node: cst.Call, qualname: str | None, args: list, frame: _Frame):
         if not qualname:
             return None
         last = qualname.rsplit(".", 1)[-1]
-        if last in _WRAPPERS and args:  # nn.DataParallel(model), torch.compile(model): the same module here
-            return args[0] if isinstance(args[0], TorchModule) else None
-        if is_torchvision_bn_model(qualname):
+        if pt.is_random_tensor(qualname):
+            return Tensor("random")
+        if pt.is_data_loader(qualname):
+            return self._loader(node, args, frame)
+        if last in pt.WRAPPERS and args:  # nn.DataParallel(model), torch.compile(model): the same module here
+            return args[0] if isinstance(args[0], ModuleValue) else None
+        if pt.is_torchvision_bn_model(qualname):
             has_bn = not any(
                 a.keyword is not None and a.keyword.value == "norm_layer" and "Frozen" in _code(a.value) for a in node.args
             )
-            return self._new(TorchModule(label=f"{last}()", has_bn=has_bn, origin=node))
+            return self._new(ModuleValue(label=f"{last}()", has_bn=has_bn, origin=node))
         if qualname.startswith("torchvision.models.") and last[:1].islower() and last not in ("get_weight", "get_model"):
-            return self._new(TorchModule(label=f"{last}()", has_bn=False, origin=node))
+            return self._new(ModuleValue(label=f"{last}()", has_bn=False, origin=node))
         if qualname in ("torch.hub.load", "timm.create_model", "torchvision.models.get_model"):
             names = [a.value for a in node.args if isinstance(a.value, cst.SimpleString)]
             if qualname == "torch.hub.load":
                 names = names[1:2]
-            has_bn = True if any(HUB_BN_NAME.search(_code(n)) for n in names) else None
-            return self._new(TorchModule(label=f"{last}()", has_bn=has_bn, origin=node))
-        if qualname.startswith("torch.nn.") and last[:1].isupper() and last not in _NOT_MODULES and "." not in qualname[9:]:
-            has_bn = is_torch_bn_class(qualname)
-            container = self._new(TorchModule(label=f"nn.{last}(...)", has_bn=has_bn, origin=node))
+            has_bn = True if any(pt.HUB_BN_NAME.search(_code(n)) for n in names) else None
+            return self._new(ModuleValue(label=f"{last}()", has_bn=has_bn, origin=node))
+        if qualname.startswith("torch.nn.") and last[:1].isupper() and last not in pt.NOT_MODULES and "." not in qualname[9:]:
+            has_bn = pt.is_torch_bn_class(qualname)
+            container = self._new(ModuleValue(label=f"nn.{last}(...)", has_bn=has_bn, origin=node))
             if last in ("Sequential", "ModuleList", "ModuleDict"):
                 container.has_bn = self._container_bn(node, args)
                 for i, value in enumerate(args):  # ``nn.Sequential(encoder, head)``: encoder now lives inside
-                    if isinstance(value, TorchModule) and value.parent is None and value.is_module:
+                    if isinstance(value, ModuleValue) and value.parent is None and value.is_module:
                         value.parent, value.attr = container, str(i)
                         container.attrs[str(i)] = value
             return container
@@ -712,8 +644,8 @@ class TorchModules:
         """``nn.Sequential(nn.Conv2d(..), nn.BatchNorm2d(..))``, ``nn.Sequential(*list(resnet.children())[:-1])``."""
         unknown = False
         for value in args:
-            value = value.owner if isinstance(value, _Many) else value
-            if isinstance(value, TorchModule):
+            value = value.owner if isinstance(value, Many) else value
+            if isinstance(value, ModuleValue):
                 bn = value.contains_bn()
                 if bn:
                     return True
@@ -721,33 +653,33 @@ class TorchModules:
         for arg in node.args:
             for n in walk(arg.value):
                 if isinstance(n, cst.Call) and isinstance(n.func, (cst.Name, cst.Attribute)) and (
-                    is_torch_bn_class(self.imports.qualname(n.func)) or dotted(n.func) in self._bn_classes
+                    pt.is_torch_bn_class(self.imports.qualname(n.func)) or dotted(n.func) in self._bn_classes
                 ):
                     return True
         return None if unknown else False
 
-    def _instantiate(self, cls: cst.ClassDef, node: cst.Call, args: list) -> TorchModule:
+    def _instantiate(self, cls: cst.ClassDef, node: cst.Call, args: list) -> ModuleValue:
         name = cls.name.value
         is_module = name in self._module_classes
-        obj = self._new(TorchModule(label=f"{name}()", has_bn=(name in self._bn_classes) if is_module else None,
+        obj = self._new(ModuleValue(label=f"{name}()", has_bn=(name in self._bn_classes) if is_module else None,
                                     is_module=is_module, kind="instance", origin=node, cls=cls))
         init = _method(cls, "__init__")
         if init is not None:
             self._inline(init, cls, obj, node, args)
         return obj
 
-    def _method(self, owner: TorchModule, method: str, node: cst.Call, args: list):
+    def _method(self, owner: ModuleValue, method: str, node: cst.Call, args: list):
         """A method call on a module value; ``_NOTHING`` when it is none of the ones followed here."""
         defined = _method(owner.cls, method) if owner.cls is not None else None
         if defined is not None and method != "forward":
             if method == "train" and self._overrides_with_super(defined):
                 # ``super().train(mode)`` in an override: the base class's mode change, then the override's own
-                self._set_mode(owner, _train_mode(node), node)
+                self._set_mode(owner, _train_mode(node, args), node)
             return self._inline(defined, owner.cls, owner, node, args)
         if not owner.is_module:
             return _NOTHING
         if method == "train":
-            self._set_mode(owner, _train_mode(node), node)
+            self._set_mode(owner, _train_mode(node, args), node)
             return owner
         if method == "eval":
             self._set_mode(owner, "eval", node)
@@ -757,37 +689,65 @@ class TorchModules:
                 self._record(Freeze, owner, node, name=_code(node.func.value))
             return owner
         if method == "forward":
-            self._forward(owner, node)
+            self._forward(owner, node, args)
             return None
         if method == "apply" and args:
-            fn = args[0].node if isinstance(args[0], _Function) else self._functions.get(_code(node.args[0].value))
+            fn = args[0].node if isinstance(args[0], Function) else self._functions.get(_code(node.args[0].value))
             if fn is not None and fn.params.params:  # ``model.apply(set_bn_eval)``: run on every sub-module
-                self._inline(fn, None, None, node, [_Many(owner, "modules", _code(node.func.value))])
+                self._inline(fn, None, None, node, [Many(owner, "modules", _code(node.func.value))])
             return owner
-        if method in _SELF_RETURNING:
+        if method in pt.SELF_RETURNING:
             return owner
         return _NOTHING
 
-    def _many_method(self, many: _Many, method: str, node: cst.Call):
+    def _many_method(self, many: Many, method: str, node: cst.Call):
         if many.what == "params" and method == "requires_grad_" and node.args and _bool(node.args[0].value) == "False":
             if not self._guard_depth:
                 self._record(Freeze, many.owner, node, name=many.name)
         elif many.what == "modules":
             if method in ("parameters", "named_parameters"):
-                return _Many(many.owner, "params", many.name)
+                return Many(many.owner, "params", many.name)
             if method == "requires_grad_" and node.args and _bool(node.args[0].value) == "False":
                 self._record(Freeze, many.owner, node, name=many.name)
-            elif method == "eval" or (method == "train" and _train_mode(node) == "eval"):
+            elif method == "eval" or (method == "train" and _train_mode(node, []) == EVAL):
                 self._set_mode(many.owner, "bn-eval" if self._guard_depth else "eval", node)
         return None
 
     # -- forward calls and helpers -----------------------------------------------------------
 
-    def _forward(self, module: TorchModule, node: cst.Call) -> None:
+    def _forward(self, module: ModuleValue, node: cst.Call, args: list) -> None:
         context, reason = self._context[-1] if self._context else ("other", "")
-        mode, setter = _mode(module, self._state)
-        self._record(Forward, module, node, context=context, reason=reason, mode=mode, mode_node=setter,
+        mode = _mode(module, self._state)
+        inputs = [a for a, arg in zip(args, node.args) if arg.keyword is None and not arg.star]
+        data = inputs[0].source if inputs and isinstance(inputs[0], Tensor) else ""
+        self._record(Forward, module, node, context=context, reason=reason, mode=mode, data=data,
                      via=self._via[0] if self._via else None, state=dict(self._state))
+        if context == "training" and inputs and isinstance(inputs[0], Tensor) and inputs[0].loader is not None:
+            inputs[0].loader.feeds.append((module, node, mode))
+            self._record(LoaderFeeds, module, node, loader=inputs[0].loader, mode=mode)
+
+    def _loader(self, node: cst.Call, args: list, frame: _Frame) -> Loader:
+        """A ``DataLoader``: its keywords, ``**kwargs`` dicts spread in, batch size and ``drop_last`` folded."""
+        keywords: dict = {}
+        positional = []
+        for arg, value in zip(node.args, args):
+            if arg.star == "**":
+                spread = value.value if isinstance(value, Const) and isinstance(value.value, dict) else None
+                if spread is None:
+                    keywords["**"] = NOT_CONSTANT  # some keywords we cannot see
+                else:
+                    keywords.update(spread)
+            elif arg.keyword is not None:
+                keywords[arg.keyword.value] = value.value if isinstance(value, Const) else NOT_CONSTANT
+            elif not arg.star:
+                positional.append(value)
+        if "batch_size" not in keywords and len(positional) > 1:
+            keywords["batch_size"] = positional[1].value if isinstance(positional[1], Const) else NOT_CONSTANT
+        batch = keywords.get("batch_size", 1 if "**" not in keywords else NOT_CONSTANT)
+        loader = Loader(node, None, batch_size=batch if isinstance(batch, int) else None,
+                        drop_last=keywords.get("drop_last"), keywords=keywords)
+        self.loaders.append(loader)
+        return loader
 
     def _inline(self, fn: cst.FunctionDef, cls, self_obj, call: cst.Call, args: list):
         """Walk a function of this file at a call site, its parameters bound to the caller's values."""
@@ -818,7 +778,7 @@ class TorchModules:
             name = param.name.value
             value = values.get(name)
             if value is None and param.annotation is not None and self._annotated_module(param.annotation.annotation):
-                value = self._new(TorchModule(label=name, has_bn=None, kind="parameter"))
+                value = self._new(ModuleValue(label=name, has_bn=None, kind="parameter"))
             inner.vars[name] = value
         pushed = 0
         reason = self._inference_function(fn)
@@ -838,7 +798,7 @@ class TorchModules:
             if call is not None:
                 self._via.pop()
             del self._context[len(self._context) - pushed :]
-        return next((r for r in inner.returns if isinstance(r, TorchModule)), None)
+        return next((r for r in inner.returns if isinstance(r, ModuleValue)), None)
 
     def _walk_class_alone(self, cls: cst.ClassDef, top: _Frame) -> None:
         """Methods nobody calls in this file, walked on an instance of unknown mode (``__init__`` first,
@@ -848,7 +808,7 @@ class TorchModules:
             return
         name = cls.name.value
         is_module = name in self._module_classes
-        obj = self._new(TorchModule(label="self", has_bn=(name in self._bn_classes) if is_module else None,
+        obj = self._new(ModuleValue(label="self", has_bn=(name in self._bn_classes) if is_module else None,
                                     is_module=is_module, kind="parameter", cls=cls))
         methods.sort(key=lambda m: m.name.value != "__init__")
         for method in methods:
@@ -862,7 +822,7 @@ class TorchModules:
 
     # -- contexts ----------------------------------------------------------------------------
 
-    def _inference_context(self, item) -> str | None:
+    def _inference_context(self, item, frame: "_Frame | None" = None) -> str | None:
         """``torch.no_grad()``, ``torch.inference_mode()``, ``torch.set_grad_enabled(False)``."""
         if not isinstance(item, cst.Call):
             return None
@@ -872,7 +832,10 @@ class TorchModules:
         last = q.rsplit(".", 1)[-1]
         if last in ("no_grad", "inference_mode") and not (item.args and _bool(item.args[0].value) == "False"):
             return f"torch.{last}()"
-        if last == "set_grad_enabled" and item.args and _bool(item.args[0].value) == "False":
+        if last == "set_grad_enabled" and item.args and (
+            _bool(item.args[0].value) == "False"
+            or (frame is not None and self._truth(item.args[0].value, frame) is False)
+        ):
             return "torch.set_grad_enabled(False)"
         return None
 
@@ -885,18 +848,34 @@ class TorchModules:
         name = fn.name.value
         if name.startswith("test_") and self._pytest_file:
             return None
-        if _INFERENCE_FN.search(name):
+        if pt.INFERENCE_FN.search(name):
             return f"{name}()"
         return None
 
-    def _calls_backward(self, body) -> bool:
+    def _calls_backward(self, body, frame: "_Frame | None" = None) -> bool:
+        """A training step: ``.backward()`` somewhere in ``body``, on a path that can run (branches whose
+        condition folds to False are left out: ``if phase == "train": loss.backward()`` in the "val" pass)."""
         key = id(body)
         if key not in self._backward:
-            self._backward[key] = any(
-                isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "backward"
-                for n in walk(body)
-            )
-        return self._backward[key]
+            self._backward[key] = any(_is_backward(n) for n in walk(body))
+        if not self._backward[key] or frame is None:
+            return self._backward[key]
+        stack = [body]
+        while stack:
+            n = stack.pop()
+            if _is_backward(n):
+                return True
+            if isinstance(n, cst.If):
+                certain = self._truth(n.test, frame)
+                if certain is True:
+                    stack.append(n.body)
+                    continue
+                if certain is False:
+                    if n.orelse is not None:
+                        stack.append(n.orelse)
+                    continue
+            stack.extend(children(n))
+        return False
 
     def _annotated_module(self, annotation) -> bool:
         q = self.imports.qualname(annotation) if isinstance(annotation, (cst.Name, cst.Attribute)) else None
@@ -916,32 +895,57 @@ _NOTHING = object()
 # -- small helpers ------------------------------------------------------------------------------
 
 
-def _mode(module: TorchModule, state: dict) -> tuple[str, cst.CSTNode | None]:
+def _mode(module: ModuleValue, state: dict) -> Mode:
     for a in module.ancestors():
         if id(a) in state:
             return state[id(a)]
     root = list(module.ancestors())[-1]
     if root.kind in ("constructed", "instance") and root.is_module:
-        return "train", root.origin  # PyTorch builds every module in training mode
-    return "unknown", None
+        return Mode.of(TRAIN, root.origin)  # PyTorch builds every module in training mode
+    return UNKNOWN_MODE
 
 
-def _join(a: dict, b: dict) -> dict:
-    """Two paths meet: a mode both agree on stays, any other becomes unknown (silence)."""
-    joined = {}
-    for key in a.keys() | b.keys():
-        if key in a and key in b and a[key][0] == b[key][0]:
-            joined[key] = a[key]
-        elif not isinstance(key, tuple):
-            joined[key] = ("unknown", None)
+def _join_vars(a: dict, b: dict) -> dict:
+    """Names after two branches: a constant both agree on stays; a constant on one side only is
+    not a constant any more; other values keep the later binding (the walk's order)."""
+    joined = dict(a)
+    for name in a.keys() | b.keys():
+        left, right = a.get(name), b.get(name)
+        if isinstance(left, Const) or isinstance(right, Const):
+            joined[name] = left if left == right else None
+        elif name in b:
+            joined[name] = right
     return joined
 
 
-def _train_mode(call: cst.Call) -> str:
-    """``m.train()``/``m.train(True)`` -> train, ``m.train(False)``/``m.train(mode=False)`` -> eval."""
-    if call.args and _bool(call.args[0].value) == "False":
-        return "eval"
-    return "train"
+def _assigned_names(body) -> set[str]:
+    found = set()
+    for n in walk(body):
+        targets = ()
+        if isinstance(n, cst.Assign):
+            targets = [t.target for t in n.targets]
+        elif isinstance(n, (cst.AugAssign, cst.AnnAssign, cst.For)):
+            targets = [n.target]
+        for target in targets:
+            found.update(x.value for x in walk(target) if isinstance(x, cst.Name))
+    return found
+
+
+def _is_backward(node) -> bool:
+    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "backward"
+
+
+def _train_mode(call: cst.Call, args: list) -> str:
+    """``m.train()``/``m.train(True)`` -> train, ``m.train(False)``/``m.train(mode=False)`` -> eval,
+    ``m.train(is_training)`` -> either ("train|eval")."""
+    if not call.args:
+        return TRAIN
+    value = args[0] if args else None
+    if _bool(call.args[0].value) == "False" or (isinstance(value, Const) and not value.value):
+        return EVAL
+    if _bool(call.args[0].value) == "True" or isinstance(value, Const):
+        return TRAIN
+    return EITHER
 
 
 def _bool(node) -> str | None:

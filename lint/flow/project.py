@@ -1,0 +1,348 @@
+"""The project index: every file is read as part of one project, and imports between its
+modules resolve.
+
+``from model import Encoder``, ``from .models import build``, ``from common import *``,
+``import models.encoder as enc``: each resolves to a module of the project (the importing
+file's folder, its package roots, the working directory), ``__init__`` re-exports and star
+imports followed. Imported modules are read from disk even when they were not given on the
+command line (pre-commit passes only the changed files), and only when a file that a rule
+will check imports them.
+
+Each module gets a *summary* computed once with Python's own parser (ten times faster than
+libcst): its top-level classes and functions, whether they build a Keras or PyTorch model,
+whether it has BatchNormalization (or Dropout), and where they are defined. A file's
+``view`` maps the names it imports to those summaries; it is small and picklable, so the
+engine hands each worker the view of its file, never the whole project.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lint.frameworks import keras as kk
+from lint.frameworks import torch as pt
+from lint.names import keras_name
+
+_MAX_DEPTH = 6  # re-export chains followed this far
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A class or function of another module of the project, as the files importing it see it.
+
+    ``is_model``: a class that is an ``nn.Module``/Keras ``Model``/``Layer``, or a function
+    that returns a model it builds. ``has_bn``: True where its code builds BatchNormalization,
+    False where it builds a model without it, None where it cannot tell.
+    """
+
+    name: str
+    kind: str  # "class" | "function"
+    framework: str  # "torch" | "keras" | ""
+    is_model: bool
+    has_bn: bool | None
+    has_dropout: bool
+    where: str  # "models/encoder.py:12"
+
+
+@dataclass
+class _Summary:
+    path: Path
+    imports: dict[str, str] = field(default_factory=dict)  # local name -> qualified name (relative as ".x.y")
+    definitions: dict[str, Definition] = field(default_factory=dict)
+    stars: list[str] = field(default_factory=list)  # modules star-imported
+
+
+class Project:
+    """Resolves imports between the files of one run and summarizes what they define."""
+
+    def __init__(self, roots: list[Path], cwd: Path | None = None) -> None:
+        cwd = (cwd or Path.cwd()).resolve()
+        self._roots = [cwd] + [r.resolve() if r.is_dir() else r.resolve().parent for r in roots]
+        self._display_base = cwd
+        self._summaries: dict[Path, _Summary | None] = {}
+        self._resolving: set[tuple[Path, str]] = set()
+
+    # -- a file's view -------------------------------------------------------------------------
+
+    def view(self, path: Path, source: str) -> dict[str, Definition]:
+        """The project definitions a file imports, by the dotted name the file uses for them
+        (``Encoder``, ``models.Encoder``, ``enc.build``); star imports add bare names."""
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return {}
+        path = path.resolve()
+        found: dict[str, Definition] = {}
+        for node in _imports(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = self._module_file(node.module or "", node.level, path)
+                if module is None:
+                    continue
+                for alias in node.names:
+                    if alias.name == "*":
+                        summary = self._summary(module)
+                        for name in self._public(summary):
+                            definition = self._lookup(module, name, 0)
+                            if definition is not None:
+                                found.setdefault(name, definition)
+                        continue
+                    definition = self._lookup(module, alias.name, 0)
+                    local = alias.asname or alias.name
+                    if definition is not None:
+                        found[local] = definition
+                        continue
+                    submodule = self._module_file(f"{node.module}.{alias.name}" if node.module else alias.name, node.level, path)
+                    if submodule is not None:  # ``from . import models``: names reached as ``models.X``
+                        found.update(self._module_names(submodule, local))
+            else:
+                for alias in node.names:
+                    module = self._module_file(alias.name, 0, path)
+                    if module is not None:
+                        found.update(self._module_names(module, alias.asname or alias.name))
+        return found
+
+    def _module_names(self, module: Path, prefix: str) -> dict[str, Definition]:
+        summary = self._summary(module)
+        if summary is None:
+            return {}
+        return {f"{prefix}.{name}": d for name, d in summary.definitions.items()}
+
+    # -- resolution ------------------------------------------------------------------------------
+
+    def _module_file(self, name: str, level: int, importer: Path) -> Path | None:
+        parts = [p for p in name.split(".") if p]
+        if level:
+            base = importer.parent
+            for _ in range(level - 1):
+                base = base.parent
+            bases = [base]
+        else:
+            if not parts:
+                return None
+            bases = [importer.parent, *self._package_roots(importer), *self._roots]
+        for base in dict.fromkeys(bases):
+            target = base.joinpath(*parts)
+            for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
+                if candidate is not None and candidate.is_file() and "site-packages" not in candidate.parts:
+                    return candidate
+        return None
+
+    @staticmethod
+    def _package_roots(importer: Path) -> list[Path]:
+        """The folder above the top package holding ``importer`` (``src/pkg/a/b.py`` -> ``src``)."""
+        folder, found = importer.parent, []
+        while (folder / "__init__.py").is_file() and folder.parent != folder:
+            folder = folder.parent
+            found.append(folder)
+        return found
+
+    def _lookup(self, module: Path, name: str, depth: int) -> Definition | None:
+        """A name as module ``module`` defines or re-exports it."""
+        summary = self._summary(module)
+        if summary is None or depth > _MAX_DEPTH or (module, name) in self._resolving:
+            return None
+        if name in summary.definitions:
+            return summary.definitions[name]
+        self._resolving.add((module, name))
+        try:
+            qualified = summary.imports.get(name)
+            if qualified is not None:
+                source, _, original = qualified.rpartition(".")
+                level = len(source) - len(source.lstrip("."))
+                target = self._module_file(source.lstrip("."), level, module)
+                if target is not None:
+                    return self._lookup(target, original, depth + 1)
+            for star in summary.stars:
+                level = len(star) - len(star.lstrip("."))
+                target = self._module_file(star.lstrip("."), level, module)
+                if target is not None:
+                    found = self._lookup(target, name, depth + 1)
+                    if found is not None:
+                        return found
+        finally:
+            self._resolving.discard((module, name))
+        return None
+
+    def _public(self, summary: _Summary | None) -> list[str]:
+        if summary is None:
+            return []
+        names = [n for n in summary.definitions if not n.startswith("_")]
+        names += [n for n in summary.imports if not n.startswith("_")]
+        return names
+
+    # -- summaries -------------------------------------------------------------------------------
+
+    def _summary(self, module: Path) -> _Summary | None:
+        if module in self._summaries:
+            return self._summaries[module]
+        self._summaries[module] = None  # a cycle of imports sees "not summarized yet"
+        try:
+            tree = ast.parse(module.read_bytes())
+        except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        summary = _Summary(module)
+        for node in _imports(tree, top_level=True):
+            if isinstance(node, ast.ImportFrom):
+                source = "." * node.level + (node.module or "")
+                for alias in node.names:
+                    if alias.name == "*":
+                        summary.stars.append(source)
+                    else:
+                        summary.imports[alias.asname or alias.name] = f"{source}.{alias.name}" if source else alias.name
+            else:
+                for alias in node.names:
+                    summary.imports[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        self._summaries[module] = summary
+        _Summarizer(self, summary, self._display(module)).run(tree)
+        return summary
+
+    def _display(self, module: Path) -> str:
+        try:
+            return os.path.relpath(module, self._display_base)
+        except ValueError:
+            return str(module)
+
+    def imported_definition(self, summary: _Summary, name: str) -> Definition | None:
+        """A name that ``summary``'s module imports from another project module."""
+        qualified = summary.imports.get(name)
+        if qualified is None:
+            for star in summary.stars:
+                level = len(star) - len(star.lstrip("."))
+                target = self._module_file(star.lstrip("."), level, summary.path)
+                found = self._lookup(target, name, 1) if target is not None else None
+                if found is not None:
+                    return found
+            return None
+        source, _, original = qualified.rpartition(".")
+        if not source:
+            return None
+        level = len(source) - len(source.lstrip("."))
+        target = self._module_file(source.lstrip("."), level, summary.path)
+        return self._lookup(target, original, 1) if target is not None else None
+
+
+class _Summarizer:
+    """What the top-level classes and functions of one module build (one pass over each)."""
+
+    def __init__(self, project: Project, summary: _Summary, display: str) -> None:
+        self.project = project
+        self.summary = summary
+        self.display = display
+
+    def qualname(self, node: ast.AST) -> str | None:
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        head = self.summary.imports.get(node.id, node.id)
+        return ".".join([head, *reversed(parts)])
+
+    def run(self, tree: ast.Module) -> None:
+        defs = [n for n in _top_level(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+        local = {d.name: d for d in defs}
+        # Classes first, to a fixed point: a class may build another class of the module.
+        pending = list(defs)
+        for _ in range(3):
+            for node in pending:
+                self.summary.definitions[node.name] = self._define(node, local)
+
+    def _define(self, node, local) -> Definition:
+        framework, is_model = "", False
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                framework = framework or self._framework_of_base(base)
+            is_model = bool(framework)
+        bn, dropout, mentions = False, False, set()
+        for n in ast.walk(node):
+            if not isinstance(n, (ast.Name, ast.Attribute)):
+                continue
+            q = self.qualname(n)
+            if q is None:
+                continue
+            last = q.rsplit(".", 1)[-1]
+            if pt.is_torch_bn_class(q) or pt.is_torchvision_bn_model(q):
+                bn, mentions = True, mentions | {"torch"}
+            elif kk.is_bn_application(q) or (keras_name(q) and last in kk.BN_CLASSES) or (last in kk.BN_CLASSES and "." not in q):
+                bn, mentions = True, mentions | {"keras"}
+            elif keras_name(q) and last in kk.DROPOUT_CLASSES:
+                dropout, mentions = True, mentions | {"keras"}
+            elif q.startswith(("torch.", "torchvision.")):
+                mentions.add("torch")
+            elif keras_name(q):
+                mentions.add("keras")
+            elif isinstance(n, ast.Name) and n.id in local and n.id != node.name:
+                other = self.summary.definitions.get(n.id)
+                if other is not None and other.is_model:
+                    bn = bn or bool(other.has_bn)
+                    mentions.add(other.framework)
+            elif isinstance(n, ast.Name) and n.id in self.summary.imports or (
+                isinstance(n, ast.Name) and self.summary.stars and n.id not in local
+            ):
+                other = self.project.imported_definition(self.summary, n.id)
+                if other is not None and other.is_model:
+                    bn = bn or bool(other.has_bn)
+                    mentions.add(other.framework)
+        if not framework:
+            framework = "torch" if "torch" in mentions else "keras" if "keras" in mentions else ""
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            is_model = bool(framework) and self._returns_a_model(node, local)
+            kind = "function"
+        else:
+            kind = "class"
+        has_bn: bool | None = True if bn else (False if is_model and kind == "class" else None)
+        return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}")
+
+    def _framework_of_base(self, base: ast.AST) -> str:
+        q = self.qualname(base) or ""
+        last = q.rsplit(".", 1)[-1]
+        if q.startswith(("torch.nn", "torchvision.models")) or (last == "Module" and "." not in q):
+            return "torch"
+        if keras_name(q) and last in ("Model", "Layer", "Sequential", "Functional"):
+            return "keras"
+        if isinstance(base, ast.Name):
+            other = self.summary.definitions.get(base.id) or self.project.imported_definition(self.summary, base.id)
+            if other is not None and other.kind == "class" and other.is_model:
+                return other.framework
+        return ""
+
+    def _returns_a_model(self, fn, local) -> bool:
+        """``return resnet50()``, ``return Net(...)``, ``model = Sequential(...); return model``."""
+        built: set[str] = set()
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Assign) and self._constructs(n.value, local):
+                built.update(t.id for t in n.targets if isinstance(t, ast.Name))
+            if isinstance(n, ast.Return) and n.value is not None:
+                if self._constructs(n.value, local) or (isinstance(n.value, ast.Name) and n.value.id in built):
+                    return True
+        return False
+
+    def _constructs(self, value, local) -> bool:
+        if not isinstance(value, ast.Call):
+            return False
+        q = self.qualname(value.func) or ""
+        if q.startswith(("torch.", "torchvision.", "timm.")) or keras_name(q):
+            return True
+        head = q.split(".")[0]
+        return head in local or head in self.summary.imports
+
+
+def _top_level(tree: ast.Module):
+    stack = list(reversed(tree.body))
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.If, ast.Try)):
+            inner = list(node.body) + list(getattr(node, "orelse", [])) + [s for h in getattr(node, "handlers", []) for s in h.body]
+            stack.extend(reversed(inner))
+
+
+def _imports(tree: ast.Module, top_level: bool = False):
+    nodes = _top_level(tree) if top_level else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node

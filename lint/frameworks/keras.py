@@ -1,0 +1,64 @@
+"""Keras knowledge, in one place: which constructors build BatchNormalization (or Dropout),
+what a custom training step looks like.
+
+The analyses (``lint.flow``, ``lint.keras_models``, ``lint.keras_layers``) ask these questions.
+"""
+
+from __future__ import annotations
+
+from lint.names import keras_name
+
+# keras.applications constructors whose models contain BatchNormalization. VGG16/VGG19 have
+# none and ConvNeXt uses LayerNormalization, so they are deliberately absent.
+_REGNET_SIZES = ("002", "004", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320")
+BN_APPLICATIONS = frozenset(
+    ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2"]
+    + [f"ResNetRS{n}" for n in (50, 101, 152, 200, 270, 350, 420)]
+    + ["InceptionV3", "InceptionResNetV2", "Xception"]
+    + ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"]
+    + [f"EfficientNetB{i}" for i in range(8)]
+    + [f"EfficientNetV2B{i}" for i in range(4)]
+    + ["EfficientNetV2S", "EfficientNetV2M", "EfficientNetV2L"]
+    + ["DenseNet121", "DenseNet169", "DenseNet201", "NASNetMobile", "NASNetLarge"]
+    + [f"RegNet{kind}{size}" for kind in "XY" for size in _REGNET_SIZES]
+)
+BN_CLASSES = frozenset({"BatchNormalization", "SyncBatchNormalization"})
+BN_NAMES = BN_CLASSES | BN_APPLICATIONS  # the last name of every BatchNormalization constructor
+
+#: Substrings a file must contain to hold a BatchNormalization-bearing model at all.
+BN_MODEL_TOKENS = (
+    "BatchNorm",
+    "ResNet",
+    "Inception",
+    "Xception",
+    "MobileNet",
+    "EfficientNet",
+    "DenseNet",
+    "NASNet",
+    "RegNet",
+)
+
+def is_bn_application(qualname: str | None) -> bool:
+    name = keras_name(qualname)
+    return bool(name) and name.startswith("keras.applications.") and name.rsplit(".", 1)[-1] in BN_APPLICATIONS
+
+
+def is_bn_class(qualname: str | None) -> bool:
+    return bool(qualname) and qualname.rsplit(".", 1)[-1] in BN_CLASSES
+
+DROPOUT_CLASSES = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
+#: Layers that move values without changing them: a Dropout stays "directly before" across them.
+SHAPE_ONLY_CLASSES = frozenset({"Flatten", "Reshape", "Permute"})
+#: Calls that apply gradients: a function containing one is a custom training step.
+APPLY_GRADIENTS = frozenset({"apply_gradients", "minimize", "apply"})
+#: Method names Keras calls as the training step of a ``Model`` subclass.
+TRAIN_STEP_METHODS = frozenset({"train_step"})
+#: KerasHub presets whose architecture has BatchNormalization (the name of the preset says it).
+KERAS_HUB_BN_PRESET = ("resnet", "efficientnet", "mobilenet", "densenet", "csp", "yolo", "retinanet", "deeplab",
+                       "inception", "xception", "vgg_bn", "mit", "basnet")
+
+
+def is_keras_hub_bn_preset(name: str) -> bool:
+    """``keras_hub.models.Backbone.from_preset("resnet_50_imagenet")``: an architecture with BatchNormalization."""
+    name = name.lower()
+    return any(token in name for token in KERAS_HUB_BN_PRESET)
