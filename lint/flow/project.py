@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lint.frameworks import keras as kk
 from lint.frameworks import torch as pt
-from lint.names import keras_name
+from lint.frameworks.keras import keras_name
 
 _MAX_DEPTH = 6  # re-export chains followed this far
 
@@ -59,8 +59,9 @@ class Project:
     """Resolves imports between the files of one run and summarizes what they define."""
 
     def __init__(self, roots: list[Path], cwd: Path | None = None) -> None:
-        cwd = (cwd or Path.cwd()).resolve()
-        self._roots = [cwd] + [r.resolve() if r.is_dir() else r.resolve().parent for r in roots]
+        # absolute, not resolved: a symlink loop among the paths is the engine's error to report
+        cwd = _absolute(cwd or Path.cwd())
+        self._roots = [cwd] + [_absolute(r) if r.is_dir() else _absolute(r).parent for r in roots]
         self._display_base = cwd
         self._summaries: dict[Path, _Summary | None] = {}
         self._resolving: set[tuple[Path, str]] = set()
@@ -69,12 +70,15 @@ class Project:
 
     def view(self, path: Path, source: str) -> dict[str, Definition]:
         """The project definitions a file imports, by the dotted name the file uses for them
-        (``Encoder``, ``models.Encoder``, ``enc.build``); star imports add bare names."""
+        (``Encoder``, ``models.Encoder``, ``enc.build``); star imports add bare names.
+
+        Never raises: an unreadable or unparsable module is one the file does not see."""
         try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return self._view(_absolute(path), ast.parse(source))
+        except (SyntaxError, ValueError, RecursionError, MemoryError, OSError, RuntimeError):
             return {}
-        path = path.resolve()
+
+    def _view(self, path: Path, tree: ast.Module) -> dict[str, Definition]:
         found: dict[str, Definition] = {}
         for node in _imports(tree):
             if isinstance(node, ast.ImportFrom):
@@ -329,6 +333,10 @@ class _Summarizer:
             return True
         head = q.split(".")[0]
         return head in local or head in self.summary.imports
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
 
 
 def _top_level(tree: ast.Module):

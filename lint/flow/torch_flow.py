@@ -55,6 +55,7 @@ from lint.nodes import children, names, walk
 _MAX_INLINE = 4  # helpers within helpers followed this deep
 _INLINE_BUDGET = 500  # helper walks per file: call sites fan out, the walk must not
 EITHER = "train|eval"
+_LITERAL_NAMES = {"True": True, "False": False, "None": None}
 _UNROLL = 8  # ``for phase in ["train", "val"]``: lists of constants this long are walked element by element
 
 
@@ -388,17 +389,15 @@ class TorchFlow:
         if elements is not None:
             # ``for phase in ["train", "val"]``: each iteration walked with its own constant, so
             # ``if phase == "train": model.train() else: model.eval()`` is one branch per iteration.
-            start = len(self.events)
             for element in elements:
                 self._bind(stmt.target, Const(element), frame)
                 self._iteration(stmt, frame, bn_guard)
             self._bind(stmt.target, None, frame)
-            first = self.events[start:] if not self._mute else []
-        else:
+        else:  # one iteration, then the next one from the state the first ends in (the fixed point for modes)
             first = self._iteration(stmt, frame, bn_guard)
-        evals = {id(e.node): e for e in first if isinstance(e, ModeSet) and e.mode == EVAL}
-        if evals and any(isinstance(e, Forward) and e.context == "training" for e in first):
-            self._next_iteration(stmt, frame, bn_guard, evals)
+            evals = {id(e.node): e for e in first if isinstance(e, ModeSet) and e.mode == EVAL}
+            if evals and any(isinstance(e, Forward) and e.context == "training" for e in first):
+                self._next_iteration(stmt, frame, bn_guard, evals)
         if getattr(stmt, "orelse", None) is not None:
             self._block(_body(stmt.orelse.body), frame, bn_guard)
 
@@ -465,6 +464,8 @@ class TorchFlow:
     def _eval(self, node, frame: _Frame, record: bool = True):
         """The value an expression denotes (a module, its parameters or sub-modules), recording its events."""
         if isinstance(node, cst.Name):
+            if node.value in _LITERAL_NAMES:
+                return Const(_LITERAL_NAMES[node.value])
             value = frame.lookup(node.value)
             if isinstance(value, ModuleValue):
                 self._values.setdefault(id(node), value)

@@ -138,6 +138,14 @@ class ModuleValue:
     def within(self, other: "ModuleValue") -> bool:
         return any(a is other for a in self.ancestors())
 
+    def provenance(self) -> str:
+        """Where a model from another module of the project was defined, for messages (the evidence
+        chain of a cross-file finding), else ""."""
+        for a in self.ancestors():
+            if a.defined_at:
+                return f" (`{a.label}` is defined in {a.defined_at}, with BatchNorm)"
+        return ""
+
 
 @dataclass(eq=False)
 class Many:

@@ -6,7 +6,29 @@ The analyses (``lint.flow``, ``lint.keras_models``, ``lint.keras_layers``) ask t
 
 from __future__ import annotations
 
-from lint.names import keras_name
+# Module prefixes under which the Keras API is reachable; all map to ``keras.``.
+_KERAS_PREFIXES = (
+    "tensorflow.compat.v2.keras.",
+    "tensorflow.compat.v1.keras.",
+    "tensorflow.python.keras.",
+    "tensorflow.keras.",
+    "tf_keras.",
+    "keras.src.",
+    "keras.api.",
+)
+
+
+def keras_name(qualname: str | None) -> str | None:
+    """Canonical ``keras.…`` spelling of a Keras qualified name, or None if not Keras."""
+    if qualname is None:
+        return None
+    for prefix in _KERAS_PREFIXES:
+        if qualname.startswith(prefix):
+            return "keras." + qualname[len(prefix) :]
+    if qualname == "keras" or qualname.startswith("keras."):
+        return qualname
+    return None
+
 
 # keras.applications constructors whose models contain BatchNormalization. VGG16/VGG19 have
 # none and ConvNeXt uses LayerNormalization, so they are deliberately absent.

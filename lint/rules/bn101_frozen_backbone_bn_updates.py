@@ -74,6 +74,8 @@ class FrozenBackboneBatchNormUpdates(Rule):
     name = "torch-frozen-batchnorm-updates"
     severity = Severity.WARNING
     summary = "PyTorch: frozen backbone whose BatchNorm still updates its running statistics"
+    project_wide = True
+    framework = "torch"
     prefilter = (("requires_grad",), ("torch",), (TORCH_IMPORT,), TORCH_BN_TOKENS)
 
     VALID = [
@@ -135,9 +137,62 @@ for p in model.parameters():
 for x, y in loader:
     criterion(model(x), y).backward()
 """,
+        # cause 7: the freeze sits in a branch that cannot run
+        """
+import torch
+import torchvision
+FREEZE = False
+model = torchvision.models.resnet18(weights="DEFAULT")
+if FREEZE:
+    for p in model.parameters():
+        p.requires_grad = False
+model.train()
+for x, y in loader:
+    criterion(model(x), y).backward()
+""",
     ]
 
     INVALID = [
+        # cause 1: ``for phase in ["train", "val"]`` with the mode set per phase: the training phase trains the
+        # frozen backbone in train() mode
+        Invalid(
+            """
+import torch
+import torchvision
+model = torchvision.models.resnet18(weights="DEFAULT")
+for p in model.parameters():
+    p.requires_grad = False
+model.fc = torch.nn.Linear(512, 2)
+for epoch in range(10):
+    for phase in ["train", "val"]:
+        if phase == "train":
+            model.train()
+        else:
+            model.eval()
+        for x, y in loaders[phase]:
+            with torch.set_grad_enabled(phase == "train"):
+                loss = criterion(model(x), y)
+                if phase == "train":
+                    loss.backward()
+                    optimizer.step()
+"""
+        ),
+        # cause 1: ``net.train() if is_train else net.eval()``: the training branch certainly runs
+        Invalid(
+            """
+import torchvision
+def run_epoch(net, loader, is_train):
+    net.train() if is_train else net.eval()
+    for x, y in loader:
+        loss = criterion(net(x), y)
+        if is_train:
+            loss.backward()
+backbone = torchvision.models.mobilenet_v2(weights="DEFAULT")
+backbone.requires_grad_(False)
+for epoch in range(epochs):
+    run_epoch(backbone, train_loader, args.train)
+"""
+        ),
         Invalid(
             """
 import torch
@@ -222,7 +277,7 @@ train_one_epoch(encoder, loader, opt)
                 trained = ctx.code(forward.node.func)
                 yield Violation(
                     freeze.node,
-                    f"`{name}` is frozen, but `{trained}(...)` trains in training mode, so its BatchNorm layers "
+                    f"`{name}`{part.provenance()} is frozen, but `{trained}(...)` trains in training mode, so its BatchNorm layers "
                     f"keep overwriting running_mean/running_var (requires_grad stops gradients, not statistics): "
                     f"after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use "
                     f"FrozenBatchNorm2d",

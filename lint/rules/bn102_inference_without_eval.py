@@ -79,6 +79,8 @@ class InferenceWithoutEval(Rule):
     name = "torch-inference-without-eval"
     severity = Severity.WARNING
     summary = "PyTorch: model with BatchNorm used for inference in training mode"
+    project_wide = True
+    framework = "torch"
     prefilter = (
         ("torch",),
         (TORCH_IMPORT,),
@@ -131,9 +133,81 @@ def evaluate(model, loader):
     with torch.no_grad():
         return [model(x) for x, _ in loader]
 """,
+        # cause 5: a forward on a random tensor only to look at the output's shape
+        """
+import torch
+import torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+    def forward(self, x):
+        return self.bn(self.conv(x))
+def test():
+    net = Net()
+    y = net(torch.randn(2, 3, 32, 32))
+    print(y.size())
+test()
+""",
+        # cause 7: code that cannot run
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet18()
+if False:
+    with torch.no_grad():
+        model(images)
+""",
+        # cause 1: the validation phase of ``for phase in ("train", "val")`` puts the model in eval mode
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+for epoch in range(5):
+    for phase in ("train", "val"):
+        if phase == "train":
+            model.train()
+        else:
+            model.eval()
+        for x, y in loaders[phase]:
+            with torch.set_grad_enabled(phase == "train"):
+                loss = criterion(model(x), y)
+                if phase == "train":
+                    loss.backward()
+""",
+        # cause 9: eval() for validation, train() again a few lines later
+        """
+import torch
+from torchvision.models import resnet18
+model = resnet18()
+for epoch in range(3):
+    for x, y in train_loader:
+        loss_fn(model(x), y).backward()
+    model.eval()
+    with torch.no_grad():
+        score = sum(model(x).argmax(1).eq(y).sum() for x, y in val_loader)
+    model.train()
+""",
     ]
 
     INVALID = [
+        # cause 1: the validation phase never calls eval(): it runs in the training phase's train() mode
+        Invalid(
+            """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+for phase in ["train", "val"]:
+    if phase == "train":
+        model.train()
+    for x, y in loaders[phase]:
+        with torch.set_grad_enabled(phase == "train"):
+            loss = criterion(model(x), y)
+            if phase == "train":
+                loss.backward()
+"""
+        ),
         Invalid(
             """
 import torch
@@ -206,7 +280,7 @@ for epoch in range(20):
             note = " (no_grad does not change the mode)" if "grad" in event.reason or "inference" in event.reason else ""
             yield Violation(
                 event.node,
-                f"`{name}` is called {where}{via} in training mode ({since}): its BatchNorm layers normalize "
+                f"`{name}`{event.module.provenance()} is called {where}{via} in training mode ({since}): its BatchNorm layers normalize "
                 f"with the batch's own statistics and overwrite their running statistics{note}; call "
                 f"`{_root(name)}.eval()` before it",
             )

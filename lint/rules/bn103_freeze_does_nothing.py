@@ -64,6 +64,8 @@ class FreezeDoesNothing(Rule):
     severity = Severity.ERROR
     summary = "PyTorch: `module.requires_grad = False` or `model.train = True` freezes nothing"
     # The assignments the analysis reads: ``X.requires_grad = False``, ``X.train``/``X.eval`` = a bool.
+    project_wide = True
+    framework = "torch"
     prefilter = (
         ("torch",),
         (TORCH_IMPORT,),
