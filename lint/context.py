@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from lint.config import Settings
     from lint.keras_layers import KerasLayers
     from lint.keras_models import KerasModels
-    from lint.flow.torch_flow import TorchFlow
+    from lint.flow.walk import Flow
 
 
 class FileContext:
@@ -45,10 +45,10 @@ class FileContext:
         return KerasLayers(self.module, self.imports, self.keras_models, self.settings.extra_batchnorm_models)
 
     @cached_property
-    def torch_flow(self) -> "TorchFlow":
-        from lint.flow.torch_flow import TorchFlow
+    def flow(self) -> "Flow":
+        from lint.flow.walk import Flow
 
-        return TorchFlow(self.module, self.imports, self.path, self.project)
+        return Flow(self.module, self.imports, self.path, self.project)
 
     @property
     def is_test_file(self) -> bool:

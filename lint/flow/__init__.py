@@ -9,6 +9,6 @@
   data, loaders feeding models) for the rules to query;
 - ``project``: the project index (imports resolved between the files of a run, per-module
   summaries shared with the worker processes);
-- ``torch_flow``: the walk over one file with PyTorch's semantics (from ``lint.frameworks.torch``);
+- ``flow``: the walk over one file with PyTorch's semantics (from ``lint.frameworks.torch``);
 - ``keras_steps``: custom Keras training steps and the model calls inside them (BN008).
 """

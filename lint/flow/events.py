@@ -1,6 +1,6 @@
 """Events the flow analysis records as it walks: what the program does to its values, in order.
 
-Rules are queries over these (``FileContext.torch_flow.of(Forward)``): each event names the
+Rules are queries over these (``FileContext.flow.of(Forward)``): each event names the
 module value it concerns, the node to report at, and the state it saw.
 """
 
@@ -57,6 +57,7 @@ class Forward(Event):
     (``reason`` says why) or "other". ``mode`` is the set of modes the module may be in there,
     each with what set it (a constructor or a ``.train()`` call). ``data`` is where its input
     comes from: "random" (``torch.randn(...)``, a shape check), "data" or "" (unknown).
+    ``training`` is the call's ``training`` argument (Keras).
     ``via`` is the outermost call site when the forward sits in a helper walked at a call.
     """
 
@@ -64,6 +65,7 @@ class Forward(Event):
     reason: str = ""
     mode: Mode = UNKNOWN_MODE
     data: str = ""
+    training: str = "absent"  # Keras's ``training`` argument: "true" | "false" | "other" | "absent"
     via: cst.CSTNode | None = None
     state: dict = field(default_factory=dict, repr=False)
 

@@ -170,11 +170,17 @@ class Project:
             self._resolving.discard((module, name))
         return None
 
-    def _public(self, summary: _Summary | None) -> list[str]:
-        if summary is None:
+    def _public(self, summary: _Summary | None, depth: int = 0) -> list[str]:
+        """The names ``from module import *`` binds (star imports of star imports included)."""
+        if summary is None or depth > _MAX_DEPTH:
             return []
         names = [n for n in summary.definitions if not n.startswith("_")]
         names += [n for n in summary.imports if not n.startswith("_")]
+        for star in summary.stars:
+            level = len(star) - len(star.lstrip("."))
+            target = self._module_file(star.lstrip("."), level, summary.path)
+            if target is not None and target != summary.path:
+                names += self._public(self._summary(target), depth + 1)
         return names
 
     # -- summaries -------------------------------------------------------------------------------

@@ -119,6 +119,9 @@ class ModuleValue:
     attrs: dict[str, "ModuleValue"] = field(default_factory=dict)
     framework: str = "torch"
     defined_at: str | None = None
+    has_dropout: bool = False
+    pretrained: bool | None = None
+    frozen: bool = False  # Keras: ``trainable = False`` set on it somewhere in the file
 
     def contains_bn(self) -> bool | None:
         if self.has_bn:
@@ -138,12 +141,12 @@ class ModuleValue:
     def within(self, other: "ModuleValue") -> bool:
         return any(a is other for a in self.ancestors())
 
-    def provenance(self) -> str:
+    def provenance(self, what: str = "BatchNorm") -> str:
         """Where a model from another module of the project was defined, for messages (the evidence
         chain of a cross-file finding), else ""."""
         for a in self.ancestors():
             if a.defined_at:
-                return f" (`{a.label}` is defined in {a.defined_at}, with BatchNorm)"
+                return f" (`{a.label}` is defined in {a.defined_at}, with {what})"
         return ""
 
 
@@ -154,6 +157,13 @@ class Many:
     owner: ModuleValue
     what: str
     name: str = ""  # the owner as written (``model.backbone``)
+
+
+@dataclass(frozen=True)
+class Constructor:
+    """A class or factory bound to a local name: ``Base = inception_v3.InceptionV3``."""
+
+    qualname: str
 
 
 @dataclass(eq=False)

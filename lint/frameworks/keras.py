@@ -72,7 +72,7 @@ DROPOUT_CLASSES = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", 
 #: Layers that move values without changing them: a Dropout stays "directly before" across them.
 SHAPE_ONLY_CLASSES = frozenset({"Flatten", "Reshape", "Permute"})
 #: Calls that apply gradients: a function containing one is a custom training step.
-APPLY_GRADIENTS = frozenset({"apply_gradients", "minimize", "apply"})
+APPLY_GRADIENTS = frozenset({"apply_gradients", "minimize"})
 #: Method names Keras calls as the training step of a ``Model`` subclass.
 TRAIN_STEP_METHODS = frozenset({"train_step"})
 #: KerasHub presets whose architecture has BatchNormalization (the name of the preset says it).
@@ -84,3 +84,29 @@ def is_keras_hub_bn_preset(name: str) -> bool:
     """``keras_hub.models.Backbone.from_preset("resnet_50_imagenet")``: an architecture with BatchNormalization."""
     name = name.lower()
     return any(token in name for token in KERAS_HUB_BN_PRESET)
+
+
+def builds_bn(qualname: str | None) -> bool:
+    """``keras.layers.BatchNormalization`` (any import form) or a ``keras.applications`` model with it."""
+    if qualname in BN_CLASSES:  # a bare name: star-imported or aliased
+        return True
+    name = keras_name(qualname)
+    if not name:
+        return False
+    return name.rsplit(".", 1)[-1] in BN_CLASSES or is_bn_application(qualname)
+
+
+def is_dropout(qualname: str | None) -> bool:
+    name = keras_name(qualname)
+    return bool(name) and name.rsplit(".", 1)[-1] in DROPOUT_CLASSES
+
+
+def is_model_base(qualname: str | None) -> bool:
+    """A base class of Keras models and layers: ``keras.Model``, ``tf.keras.layers.Layer``."""
+    name = keras_name(qualname)
+    return bool(name) and name.rsplit(".", 1)[-1] in ("Model", "Layer", "Sequential", "Functional")
+
+
+def applies_gradients(call_name: str) -> bool:
+    """``optimizer.apply_gradients(...)``, ``optimizer.minimize(...)``: the call of a training step."""
+    return call_name in APPLY_GRADIENTS

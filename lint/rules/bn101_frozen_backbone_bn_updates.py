@@ -248,7 +248,7 @@ train_one_epoch(encoder, loader, opt)
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_flow
+        tm = ctx.flow
         if tm.uses_frozen_bn:  # BatchNorm may be swapped for FrozenBatchNorm2d: prefer silence
             return
         freezes = tm.all_of(Freeze)

@@ -262,7 +262,7 @@ for epoch in range(20):
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_flow
+        tm = ctx.flow
         reported: set[int] = set()
         tests = ctx.is_test_file  # unit tests run BatchNorm in training mode on purpose
         for event in tm.all_of(Forward):

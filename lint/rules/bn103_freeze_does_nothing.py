@@ -173,7 +173,7 @@ model.train = True
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_flow
+        tm = ctx.flow
         for event in tm.of(AttributeFreeze):
             assign: cst.Assign = event.node
             target = event.target

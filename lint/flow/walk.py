@@ -40,6 +40,7 @@ from lint.flow.values import (
     TRAIN,
     UNKNOWN_MODE,
     Const,
+    Constructor,
     Function,
     Loader,
     Many,
@@ -48,6 +49,7 @@ from lint.flow.values import (
     Tensor,
     join_states,
 )
+from lint.frameworks import keras as kk
 from lint.frameworks import torch as pt
 from lint.names import ImportMap, dotted
 from lint.nodes import children, names, walk
@@ -78,7 +80,7 @@ class _Frame:
         return None
 
 
-class TorchFlow:
+class Flow:
     """The module values and events of one file. Build once per file; rules query it."""
 
     def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None) -> None:
@@ -103,6 +105,7 @@ class TorchFlow:
         self._backward: dict[int, bool] = {}
         self._functions: dict[str, cst.FunctionDef] = {}
         self._classes: dict[str, cst.ClassDef] = {}
+        self._module = module
         self._collect(module)
         self._module_classes = self._find_module_classes()
         self._bn_classes = self._find_bn_classes()
@@ -185,7 +188,9 @@ class TorchFlow:
                         found.add(name)
                         changed = True
                         break
-                    if q.startswith(("torch.nn", "torchvision.models")) or last == "Module" or last in found:
+                    if q.startswith(("torch.nn", "torchvision.models")) or last == "Module" or last in found or (
+                        kk.is_model_base(q)
+                    ):
                         found.add(name)
                         changed = True
                         break
@@ -202,15 +207,28 @@ class TorchFlow:
                     changed = True
         return found
 
-    def _builds_bn(self, node: cst.CSTNode, local: set[str]) -> bool:
+    def _builds_bn(self, node: cst.CSTNode, local: set[str], dropout: bool = False) -> bool:
+        """Whether a class (or expression) builds BatchNorm (with ``dropout``, or Dropout), by the names in it."""
         for n in names(node):
             q = self.imports.qualname(n)
             if pt.is_torch_bn_class(q) or pt.is_torchvision_bn_model(q) or (isinstance(n, cst.Name) and n.value in local):
                 return True
+            if kk.builds_bn(q) or (dropout and kk.is_dropout(q)):
+                return True
             imported = self.project.get(dotted(n) or "")
-            if imported is not None and imported.framework == "torch" and imported.has_bn:
+            if imported is not None and imported.is_model and (imported.has_bn or (dropout and imported.has_dropout)):
                 return True
         return False
+
+    def _class_framework(self, cls: cst.ClassDef) -> str:
+        for base in cls.bases:
+            q = self.imports.qualname(base.value) or ""
+            imported = self.project.get(dotted(base.value) or "")
+            if kk.is_model_base(q) or (imported is not None and imported.framework == "keras"):
+                return "keras"
+            if isinstance(base.value, cst.Name) and base.value.value in self._classes and base.value.value != cls.name.value:
+                return self._class_framework(self._classes[base.value.value])
+        return "torch"
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -314,6 +332,8 @@ class TorchFlow:
                 return
             targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
             value = self._eval(small.value, frame)
+            if value is None and isinstance(small.value, (cst.Name, cst.Attribute)):
+                value = self._constructor_alias(small.value)
             for target in targets:
                 self._assign(target, small, value, frame, bn_guard)
         elif isinstance(small, cst.AugAssign):
@@ -340,6 +360,9 @@ class TorchFlow:
                     self._record(AttributeFreeze, owner.owner, stmt, target=target)
                 elif isinstance(owner, ModuleValue) and owner.is_module:
                     self._record(AttributeFreeze, owner, stmt, target=target)
+                return
+            if attr == "trainable" and literal == "False" and isinstance(owner, ModuleValue) and owner.framework == "keras":
+                owner.frozen = True
                 return
             if attr in ("train", "eval") and literal is not None:
                 module = owner.owner if isinstance(owner, Many) and owner.what == "modules" else owner
@@ -525,7 +548,7 @@ class TorchFlow:
             return owner.attrs[attr]
         if attr == "module" and owner.is_module:  # DataParallel/DDP's wrapped module: same object here
             return owner
-        if attr in pt.TENSOR_ATTRS or not owner.is_module or attr.startswith("__"):
+        if attr in pt.TENSOR_ATTRS or not owner.is_module or attr.startswith("__") or owner.framework != "torch":
             return None
         return self._part(owner, attr)
 
@@ -555,7 +578,9 @@ class TorchFlow:
             method = func.attr.value
             if isinstance(callee, ModuleValue):
                 sub = callee.attrs.get(method)
-                if sub is None and callee.is_module and callee.cls is None and method not in pt.MODULE_METHODS:
+                if sub is None and callee.is_module and callee.cls is None and method not in pt.MODULE_METHODS and (
+                    callee.framework == "torch"
+                ):
                     sub = self._attribute(callee, method)  # ``model.features(x)`` of a torchvision model
                 if isinstance(sub, ModuleValue):
                     self._values.setdefault(id(func), sub)
@@ -582,6 +607,8 @@ class TorchFlow:
             return None
         elif isinstance(callee, Function):
             return self._inline(callee.node, callee.cls, None, node, args) if record else None
+        elif isinstance(callee, Constructor):  # ``Base = inception_v3.InceptionV3; base = Base(...)``
+            return self._constructor(node, callee.qualname, args, frame)
         elif isinstance(func, cst.Name) and callee is None:
             name = func.value
             if name in ("list", "tuple", "enumerate", "reversed", "iter", "sorted", "filter", "tqdm", "zip"):
@@ -598,10 +625,11 @@ class TorchFlow:
             if loader is not None:
                 return loader
         imported = self.project.get(dotted(func) or "") if callee is None or isinstance(func, cst.Attribute) else None
-        if imported is not None and imported.framework == "torch" and imported.is_model:
+        if imported is not None and imported.framework and imported.is_model:
             # defined in another module of the project: what its summary says it builds
             return self._new(ModuleValue(label=f"{dotted(func)}()", has_bn=imported.has_bn, origin=node,
                                          kind="constructed" if imported.kind == "function" else "instance",
+                                         framework=imported.framework, has_dropout=imported.has_dropout,
                                          defined_at=imported.where))
         qualname = self.imports.qualname(func) if isinstance(func, (cst.Name, cst.Attribute)) else None
         return self._constructor(node, qualname, args, frame)
@@ -614,6 +642,8 @@ class TorchFlow:
             return Tensor("random")
         if pt.is_data_loader(qualname):
             return self._loader(node, args, frame)
+        if kk.keras_name(qualname) or qualname.startswith("keras_hub.") or qualname.startswith("keras_nlp."):
+            return self._keras_model(node, qualname, args, frame)
         if last in pt.WRAPPERS and args:  # nn.DataParallel(model), torch.compile(model): the same module here
             return args[0] if isinstance(args[0], ModuleValue) else None
         if pt.is_torchvision_bn_model(qualname):
@@ -641,6 +671,47 @@ class TorchFlow:
             return container
         return None
 
+    def _constructor_alias(self, node) -> Constructor | None:
+        """``Base = inception_v3.InceptionV3``, ``BatchNormalization = tf.keras.layers.BatchNormalization``."""
+        q = self.imports.qualname(node)
+        if q and "." in q and (kk.keras_name(q) or pt.is_torchvision_bn_model(q) or pt.is_torch_bn_class(q)):
+            return Constructor(q)
+        return None
+
+    def _keras_model(self, node: cst.Call, qualname: str, args: list, frame: _Frame):
+        """A Keras layer or model: BatchNormalization, Dropout, an application, a ``Sequential`` of
+        them, a functional ``Model`` built where BatchNormalization is, a KerasHub preset."""
+        last = qualname.rsplit(".", 1)[-1]
+        label = f"{last}(...)"
+        if kk.builds_bn(qualname):
+            weights = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "weights"), None)
+            pretrained = not (isinstance(weights, cst.Name) and weights.value == "None")
+            return self._new(ModuleValue(label, True, origin=node, framework="keras", pretrained=pretrained))
+        if kk.is_dropout(qualname):
+            return self._new(ModuleValue(label, False, origin=node, framework="keras", has_dropout=True))
+        if last == "from_preset":
+            preset = next((fold(a.value, frame.lookup) for a in node.args), NOT_CONSTANT)
+            has_bn = True if isinstance(preset, str) and kk.is_keras_hub_bn_preset(preset) else None
+            return self._new(ModuleValue(label, has_bn, origin=node, framework="keras"))
+        if last == "Sequential":
+            inside = [v for v in self._elements(node, frame) if isinstance(v, ModuleValue)]
+            return self._new(ModuleValue(label, any(v.contains_bn() for v in inside) or None, origin=node,
+                                         framework="keras", has_dropout=any(v.has_dropout for v in inside)))
+        if last in ("Model", "Functional"):
+            # the graph's layers were built in the enclosing function (or the module): BatchNorm if they are
+            scope = self._stack[-1] if self._stack else self._module
+            has_bn = True if self._builds_bn(scope, set()) else None
+            return self._new(ModuleValue(label, has_bn, origin=node, framework="keras",
+                                         has_dropout=self._builds_bn(scope, set(), dropout=True)))
+        return None
+
+    def _elements(self, node: cst.Call, frame: _Frame) -> list:
+        """The values in a ``Sequential([...])``'s list (``None`` for what the walk cannot tell)."""
+        first = node.args[0].value if node.args else None
+        if not isinstance(first, (cst.List, cst.Tuple)):
+            return []
+        return [self._eval(e.value, frame, record=False) for e in first.elements if isinstance(e, cst.Element)]
+
     def _container_bn(self, node: cst.Call, args: list) -> bool | None:
         """``nn.Sequential(nn.Conv2d(..), nn.BatchNorm2d(..))``, ``nn.Sequential(*list(resnet.children())[:-1])``."""
         unknown = False
@@ -660,14 +731,20 @@ class TorchFlow:
         return None if unknown else False
 
     def _instantiate(self, cls: cst.ClassDef, node: cst.Call, args: list) -> ModuleValue:
-        name = cls.name.value
-        is_module = name in self._module_classes
-        obj = self._new(ModuleValue(label=f"{name}()", has_bn=(name in self._bn_classes) if is_module else None,
-                                    is_module=is_module, kind="instance", origin=node, cls=cls))
+        obj = self._class_value(cls, f"{cls.name.value}()", "instance", node)
         init = _method(cls, "__init__")
         if init is not None:
             self._inline(init, cls, obj, node, args)
         return obj
+
+    def _class_value(self, cls: cst.ClassDef, label: str, kind: str, origin) -> ModuleValue:
+        """An instance of a class of this file: a module with BatchNorm if its code builds some."""
+        name = cls.name.value
+        is_module = name in self._module_classes
+        framework = self._class_framework(cls) if is_module else "torch"
+        return self._new(ModuleValue(label=label, has_bn=(name in self._bn_classes) if is_module else None,
+                                     is_module=is_module, kind=kind, origin=origin, cls=cls, framework=framework,
+                                     has_dropout=framework == "keras" and self._builds_bn(cls, set(), dropout=True)))
 
     def _method(self, owner: ModuleValue, method: str, node: cst.Call, args: list):
         """A method call on a module value; ``_NOTHING`` when it is none of the ones followed here."""
@@ -678,6 +755,11 @@ class TorchFlow:
                 self._set_mode(owner, _train_mode(node, args), node)
             return self._inline(defined, owner.cls, owner, node, args)
         if not owner.is_module:
+            return _NOTHING
+        if owner.framework == "keras":  # Keras models have no modes to set; ``add`` grows a Sequential
+            if method == "add" and args and isinstance(args[0], ModuleValue):
+                owner.has_bn = owner.has_bn or args[0].contains_bn()
+                owner.has_dropout = owner.has_dropout or args[0].has_dropout
             return _NOTHING
         if method == "train":
             self._set_mode(owner, _train_mode(node, args), node)
@@ -722,7 +804,8 @@ class TorchFlow:
         inputs = [a for a, arg in zip(args, node.args) if arg.keyword is None and not arg.star]
         data = inputs[0].source if inputs and isinstance(inputs[0], Tensor) else ""
         self._record(Forward, module, node, context=context, reason=reason, mode=mode, data=data,
-                     via=self._via[0] if self._via else None, state=dict(self._state))
+                     training=_training_arg(node, args), via=self._via[0] if self._via else None,
+                     state=dict(self._state))
         if context == "training" and inputs and isinstance(inputs[0], Tensor) and inputs[0].loader is not None:
             inputs[0].loader.feeds.append((module, node, mode))
             self._record(LoaderFeeds, module, node, loader=inputs[0].loader, mode=mode)
@@ -786,7 +869,7 @@ class TorchFlow:
         if reason:
             self._context.append(("inference", reason))
             pushed += 1
-        elif self._calls_backward(fn.body):
+        elif self._calls_backward(fn.body) or fn.name.value in kk.TRAIN_STEP_METHODS:
             self._context.append(("training", ""))
             pushed += 1
         self._stack.append(fn)
@@ -807,10 +890,7 @@ class TorchFlow:
         methods = [m for m in cls.body.body if isinstance(m, cst.FunctionDef)]
         if all(id(m) in self._walked for m in methods):
             return
-        name = cls.name.value
-        is_module = name in self._module_classes
-        obj = self._new(ModuleValue(label="self", has_bn=(name in self._bn_classes) if is_module else None,
-                                    is_module=is_module, kind="parameter", cls=cls))
+        obj = self._class_value(cls, "self", "parameter", None)
         methods.sort(key=lambda m: m.name.value != "__init__")
         for method in methods:
             if id(method) in self._walked and method.name.value != "__init__":
@@ -919,6 +999,19 @@ def _join_vars(a: dict, b: dict) -> dict:
     return joined
 
 
+def _training_arg(call: cst.Call, args: list) -> str:
+    """A Keras call's ``training``: "true", "false", "other" (a variable, forwarded positionally) or "absent"."""
+    for arg, value in zip(call.args, args):
+        if arg.keyword is not None and arg.keyword.value == "training":
+            if isinstance(value, Const) and value.value in (True, False):
+                return "true" if value.value else "false"
+            return "other"
+        if arg.star:
+            return "other"  # ``model(*args, **kwargs)``: may well pass it
+    positional = [a for a in call.args if a.keyword is None]
+    return "other" if len(positional) >= 2 else "absent"
+
+
 def _assigned_names(body) -> set[str]:
     found = set()
     for n in walk(body):
@@ -933,7 +1026,10 @@ def _assigned_names(body) -> set[str]:
 
 
 def _is_backward(node) -> bool:
-    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "backward"
+    """A training step's call: ``loss.backward()`` (PyTorch), ``optimizer.apply_gradients(...)`` (Keras)."""
+    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and (
+        node.func.attr.value == "backward" or kk.applies_gradients(node.func.attr.value)
+    )
 
 
 def _train_mode(call: cst.Call, args: list) -> str:

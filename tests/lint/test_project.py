@@ -1,0 +1,178 @@
+"""Cross-file findings (cause 2 of issue 11): the files of a run are one project, imports between
+them resolve, and imported modules are read even when not given (pre-commit passes only the
+changed files). Run through the installed command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from .helpers import run_cli
+
+ENCODER = """
+import torch.nn as nn
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.bn = nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+"""
+
+PLAIN = """
+import torch.nn as nn
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x)
+"""
+
+TRAIN = """
+import torch
+{import_line}
+
+encoder = {ctor}
+for p in encoder.parameters():
+    p.requires_grad = False
+head = torch.nn.Linear(16, 2)
+for x, y in loader:
+    loss = criterion(head(encoder(x).mean((2, 3))), y)
+    loss.backward()
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+
+
+def findings(root: Path, *args: str) -> list[dict]:
+    result = run_cli(*args, "--format", "json", cwd=root)
+    assert result.returncode in (0, 1), result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout)["findings"]
+
+
+def test_a_model_from_a_package_reexport_is_found_with_only_the_changed_file_given(tmp_path):
+    # models/__init__.py re-exports Encoder; pre-commit passes train.py alone
+    write(tmp_path, {
+        "models/__init__.py": "from .encoder import Encoder\n",
+        "models/encoder.py": ENCODER,
+        "train.py": TRAIN.format(import_line="from models import Encoder", ctor="Encoder()"),
+    })
+    [finding] = findings(tmp_path, "train.py", "--select", "BN101")
+    assert finding["code"] == "BN101" and finding["line"] == 6
+    # the evidence chain names where the model is defined
+    assert "models/encoder.py:4" in finding["message"]
+
+
+def test_every_import_form_resolves(tmp_path):
+    forms = {
+        "from models.encoder import Encoder as Enc": "Enc()",
+        "import models.encoder as enc": "enc.Encoder()",
+        "from models import encoder": "encoder.Encoder()",
+        "from models import *": "Encoder()",
+    }
+    write(tmp_path, {"models/__init__.py": "from .encoder import *\n", "models/encoder.py": ENCODER})
+    for i, (line, ctor) in enumerate(forms.items()):
+        write(tmp_path, {f"train_{i}.py": TRAIN.format(import_line=line, ctor=ctor)})
+    found = findings(tmp_path, ".", "--select", "BN101")
+    assert sorted(f["path"] for f in found) == [f"train_{i}.py" for i in range(len(forms))]
+
+
+def test_relative_imports_inside_a_package_and_builder_functions(tmp_path):
+    write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/nets.py": """
+            import torchvision
+
+            def build():
+                return torchvision.models.resnet50(weights="DEFAULT")
+        """,
+        "pkg/run.py": """
+            import torch
+            from .nets import build
+
+            model = build()
+            with torch.no_grad():
+                out = model(images)
+        """,
+    })
+    [finding] = findings(tmp_path, "pkg/run.py", "--select", "BN102")
+    assert finding["code"] == "BN102" and "pkg/nets.py:3" in finding["message"]
+
+
+def test_a_subclass_of_an_imported_module_with_batchnorm(tmp_path):
+    write(tmp_path, {
+        "base.py": ENCODER,
+        "net.py": """
+            import torch
+            from base import Encoder
+
+            class Net(Encoder):
+                pass
+
+            net = Net()
+            with torch.no_grad():
+                y = net(batch)
+        """,
+    })
+    assert [f["code"] for f in findings(tmp_path, "net.py", "--select", "BN102")] == ["BN102"]
+
+
+def test_look_alikes_stay_quiet(tmp_path):
+    # a model without BatchNorm, a module outside the project, a broken module: no finding, no crash
+    write(tmp_path, {
+        "plain/encoder.py": PLAIN,
+        "broken.py": "def (:\n",
+        "a.py": TRAIN.format(import_line="from plain.encoder import Encoder", ctor="Encoder()"),
+        "b.py": TRAIN.format(import_line="from somewhere_else import Encoder", ctor="Encoder()"),
+        "c.py": TRAIN.format(import_line="from broken import Encoder", ctor="Encoder()"),
+    })
+    assert findings(tmp_path, "a.py", "b.py", "c.py", "--select", "BN1") == []
+
+
+def test_a_keras_model_built_in_another_module_and_trained_in_a_custom_step(tmp_path):
+    write(tmp_path, {
+        "nets.py": """
+            from tensorflow import keras
+
+            def make_classifier():
+                return keras.Sequential([keras.layers.Dense(32), keras.layers.BatchNormalization(),
+                                         keras.layers.Dense(2)])
+        """,
+        "train.py": """
+            import tensorflow as tf
+            from nets import make_classifier
+
+            model = make_classifier()
+            for x, y in ds:
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model(x))
+                optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        """,
+    })
+    [finding] = findings(tmp_path, "train.py", "--select", "BN008")
+    assert finding["line"] == 7 and "nets.py:3" in finding["message"]
+
+
+def test_a_notebook_importing_a_local_module(tmp_path):
+    cell = TRAIN.format(import_line="from model import Encoder", ctor="Encoder()").strip().splitlines(keepends=True)
+    notebook = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": cell}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    write(tmp_path, {"model.py": ENCODER})
+    (tmp_path / "train.ipynb").write_text(json.dumps(notebook))
+    [finding] = findings(tmp_path, "train.ipynb", "--select", "BN101")
+    assert finding["cell"] == 1
