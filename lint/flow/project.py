@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lint.frameworks import keras as kk
@@ -45,6 +45,10 @@ class Definition:
     has_bn: bool | None
     has_dropout: bool
     where: str  # "models/encoder.py:12"
+    #: a function's parameters, and those it trains: puts in ``.train()`` mode and calls in a step that
+    #: runs ``.backward()`` (itself or through functions of its module) — ``engine.train(model, ...)``
+    params: tuple[str, ...] = ()
+    trains: tuple[str, ...] = ()
 
 
 @dataclass
@@ -132,6 +136,10 @@ class Project:
             for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
                 if candidate is not None and candidate.is_file() and "site-packages" not in candidate.parts:
                     return candidate
+        for base in dict.fromkeys(bases):  # a namespace package (a folder without __init__.py)
+            target = base.joinpath(*parts)
+            if parts and target.is_dir() and "site-packages" not in target.parts:
+                return target
         return None
 
     @staticmethod
@@ -189,6 +197,9 @@ class Project:
         if module in self._summaries:
             return self._summaries[module]
         self._summaries[module] = None  # a cycle of imports sees "not summarized yet"
+        if module.is_dir():  # a namespace package defines nothing itself
+            self._summaries[module] = _Summary(module)
+            return self._summaries[module]
         try:
             tree = ast.parse(module.read_bytes())
         except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
@@ -255,11 +266,18 @@ class _Summarizer:
     def run(self, tree: ast.Module) -> None:
         defs = [n for n in _top_level(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
         local = {d.name: d for d in defs}
-        # Classes first, to a fixed point: a class may build another class of the module.
-        pending = list(defs)
+        # To a fixed point: a class may build another class of the module, a function train
+        # its parameter through another function.
+        trains: dict[str, set[str]] = {}
         for _ in range(3):
-            for node in pending:
-                self.summary.definitions[node.name] = self._define(node, local)
+            for node in defs:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    trains[node.name] = _trained_params(node, local, trains)
+                definition = self._define(node, local)
+                if node.name in trains:
+                    params = tuple(a.arg for a in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs])
+                    definition = replace(definition, params=params, trains=tuple(sorted(trains[node.name])))
+                self.summary.definitions[node.name] = definition
 
     def _define(self, node, local) -> Definition:
         framework, is_model = "", False
@@ -339,6 +357,36 @@ class _Summarizer:
             return True
         head = q.split(".")[0]
         return head in local or head in self.summary.imports
+
+
+def _trained_params(fn, local: dict, known: dict[str, set[str]]) -> set[str]:
+    """The parameters a function trains: ``P.train()`` and ``P(...)`` in a body that calls
+    ``.backward()``, or passed on to a function of the module that trains them."""
+    params = {a.arg for a in [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]}
+    moded, called, backward, found = set(), set(), False, set()
+    for n in ast.walk(fn):
+        if not isinstance(n, ast.Call):
+            continue
+        func = n.func
+        if isinstance(func, ast.Attribute) and func.attr == "backward":
+            backward = True
+        elif isinstance(func, ast.Attribute) and func.attr == "train" and isinstance(func.value, ast.Name):
+            if not (n.args and isinstance(n.args[0], ast.Constant) and n.args[0].value is False):
+                moded.add(func.value.id)
+        elif isinstance(func, ast.Name) and func.id in params:
+            called.add(func.id)
+        if isinstance(func, ast.Name) and func.id in local and known.get(func.id):
+            callee = local[func.id]
+            names = [a.arg for a in [*callee.args.posonlyargs, *callee.args.args]]
+            bound = dict(zip(names, n.args))
+            bound.update({k.arg: k.value for k in n.keywords if k.arg})
+            for name in known[func.id]:
+                value = bound.get(name)
+                if isinstance(value, ast.Name) and value.id in params:
+                    found.add(value.id)
+    if backward:
+        found |= moded & called & params
+    return found
 
 
 def _absolute(path: Path) -> Path:

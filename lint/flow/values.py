@@ -96,6 +96,14 @@ class Loader:
     drop_last: object = None  # True/False, or None where unknown or absent
     keywords: dict = field(default_factory=dict)  # keyword -> expression, ``**kwargs`` dicts spread in
     feeds: list = field(default_factory=list)  # (module, forward node, modes) of training forwards
+    iterated: bool = False  # a loop of the file reads its batches
+
+    def feeds_batchnorm_in_training(self) -> bool | None:
+        """True: a training forward of a module with BatchNorm, which may be in train mode, reads its
+        batches; False: the file reads its batches and none goes there; None: it never reads them."""
+        if any(module.contains_bn() and mode.may("train") for module, _, mode in self.feeds):
+            return True
+        return False if self.iterated else None
 
 
 @dataclass(eq=False)

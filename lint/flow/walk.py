@@ -384,11 +384,16 @@ class Flow:
                 else:
                     owner.attrs.pop(attr, None)
                 return
+        if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name):
+            if isinstance(frame.lookup(target.value.value), Const):  # ``kwargs["batch_size"] = 64``
+                frame.vars[target.value.value] = None
         self._bind(target, value, frame)
 
     def _bind(self, target, value, frame: _Frame) -> None:
         if isinstance(target, cst.Name):
             frame.vars[target.value] = value
+            if isinstance(value, Loader) and value.name is None:
+                value.name = target.value
         elif isinstance(target, (cst.Tuple, cst.List)):
             for element in target.elements:
                 self._bind(element.value, None, frame)
@@ -427,11 +432,14 @@ class Flow:
     def _iteration(self, stmt, frame: _Frame, bn_guard: bool) -> list:
         """Walk the loop body once, as a training step if it calls ``.backward()`` on a path that runs."""
         trains = self._calls_backward(stmt.body, frame)
-        if trains:
-            self._context.append(("training", ""))
+        # The innermost loop decides: the evaluation pass inside an epoch loop (no ``.backward()`` in it)
+        # is not a training step because the epoch loop trains elsewhere in its body.
+        inner = ("training", "") if trains else ("other", "") if self._context and self._context[-1][0] == "training" else None
+        if inner:
+            self._context.append(inner)
         start = len(self.events)
         self._block(_body(stmt.body), frame, bn_guard)
-        if trains:
+        if inner:
             self._context.pop()
         return self.events[start:] if not self._mute else []
 
@@ -454,8 +462,14 @@ class Flow:
             second = self._muted[start:]
             del self._muted[start:]
             self._state, self._seq = saved_state, saved_seq
+        again: set[int] = set()  # the mode changes this second pass has made by now
         for e in second:
+            if isinstance(e, ModeSet):
+                again.add(id(e.node))
+                continue
             eval_node = e.mode_node(EVAL) if isinstance(e, Forward) else None
+            if id(eval_node) in again:  # the eval() of this iteration (an evaluation after it), not the last one's
+                continue
             if isinstance(e, Forward) and e.context == "training" and id(eval_node) in evals:
                 # reported where the loop body puts the model in eval mode: the ``.eval()`` itself or the
                 # helper call that does it (``validate(model)``)
@@ -467,6 +481,7 @@ class Flow:
 
     def _bind_loop_var(self, target, items, frame: _Frame) -> None:
         if isinstance(items, Loader):  # ``for x, y in loader``, ``for i, (x, y) in enumerate(loader)``: batches of it
+            items.iterated = True
             batch = Tensor("data", items)
             for n in walk(target):
                 if isinstance(n, cst.Name):
@@ -573,6 +588,8 @@ class Flow:
         else:
             callee = self._eval(func.value if isinstance(func, cst.Attribute) else func, frame, record)
         args = [self._eval(a.value, frame, record) for a in node.args]  # once: they may build modules
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and isinstance(callee, Const):
+            frame.vars[func.value.value] = None  # ``kwargs.update(...)``: a method may change the constant
 
         if isinstance(func, cst.Attribute):
             method = func.attr.value
@@ -625,6 +642,8 @@ class Flow:
             if loader is not None:
                 return loader
         imported = self.project.get(dotted(func) or "") if callee is None or isinstance(func, cst.Attribute) else None
+        if imported is not None and imported.trains and record:
+            self._trained_elsewhere(node, args, imported)
         if imported is not None and imported.framework and imported.is_model:
             # defined in another module of the project: what its summary says it builds
             return self._new(ModuleValue(label=f"{dotted(func)}()", has_bn=imported.has_bn, origin=node,
@@ -809,6 +828,23 @@ class Flow:
         if context == "training" and inputs and isinstance(inputs[0], Tensor) and inputs[0].loader is not None:
             inputs[0].loader.feeds.append((module, node, mode))
             self._record(LoaderFeeds, module, node, loader=inputs[0].loader, mode=mode)
+
+    def _trained_elsewhere(self, node: cst.Call, args: list, summary) -> None:
+        """``engine.train(model=model, ...)`` of another module that puts a parameter in ``.train()`` mode and
+        runs a training step on it: the same mode change and training forward, at this call."""
+        bound = {}
+        positional = [v for a, v in zip(node.args, args) if a.keyword is None and not a.star]
+        bound.update(zip(summary.params, positional))
+        bound.update({a.keyword.value: v for a, v in zip(node.args, args) if a.keyword is not None})
+        for name in summary.trains:
+            module = bound.get(name)
+            if isinstance(module, ModuleValue) and module.is_module and module.framework == "torch":
+                self._set_mode(module, TRAIN, node)
+                self._context.append(("training", f"{summary.name}() in {summary.where}"))
+                try:
+                    self._forward(module, node, [])
+                finally:
+                    self._context.pop()
 
     def _loader(self, node: cst.Call, args: list, frame: _Frame) -> Loader:
         """A ``DataLoader``: its keywords, ``**kwargs`` dicts spread in, batch size and ``drop_last`` folded."""

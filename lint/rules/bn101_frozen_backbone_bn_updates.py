@@ -274,10 +274,12 @@ train_one_epoch(encoder, loader, opt)
                     continue
                 reported.add(id(freeze.node))
                 name = freeze.name or part.label
-                trained = ctx.code(forward.node.func)
+                trained = f"`{ctx.code(forward.node.func)}(...)`"
+                if forward.reason:  # trained by a function of another module: the evidence, where it is
+                    trained += f" (`{forward.reason}` calls .train() and .backward())"
                 yield Violation(
                     freeze.node,
-                    f"`{name}`{part.provenance()} is frozen, but `{trained}(...)` trains in training mode, so its BatchNorm layers "
+                    f"`{name}`{part.provenance()} is frozen, but {trained} trains in training mode, so its BatchNorm layers "
                     f"keep overwriting running_mean/running_var (requires_grad stops gradients, not statistics): "
                     f"after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use "
                     f"FrozenBatchNorm2d",

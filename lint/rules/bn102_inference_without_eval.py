@@ -189,6 +189,21 @@ for epoch in range(3):
         score = sum(model(x).argmax(1).eq(y).sum() for x, y in val_loader)
     model.train()
 """,
+        # cause 9: train() at the top of the inner batch loop undoes the eval() of the evaluation at the end
+        # of each epoch, whose own forwards run in eval mode as meant
+        """
+import torch
+import torch.nn as nn
+generator = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Linear(16, 4))
+for epoch in range(epochs):
+    for i, (imgs, _) in enumerate(dataloader):
+        generator.train()
+        loss = loss_fn(generator(noise), imgs)
+        loss.backward()
+        optimizer.step()
+    generator.eval()
+    samples = generator(fixed_noise)
+""",
     ]
 
     INVALID = [

@@ -176,3 +176,41 @@ def test_a_notebook_importing_a_local_module(tmp_path):
     (tmp_path / "train.ipynb").write_text(json.dumps(notebook))
     [finding] = findings(tmp_path, "train.ipynb", "--select", "BN101")
     assert finding["cell"] == 1
+
+
+def test_a_training_function_of_another_module_trains_its_parameter(tmp_path):
+    # engine.train(model) -> train_step(model) puts it in train() mode and calls backward: a namespace package
+    write(tmp_path, {
+        "lib/engine.py": """
+            def train_step(model, loader, optimizer):
+                model.train()
+                for x, y in loader:
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+
+            def train(model, loader, optimizer, epochs):
+                for _ in range(epochs):
+                    train_step(model=model, loader=loader, optimizer=optimizer)
+        """,
+        "finetune.py": """
+            import torchvision
+            from lib import engine
+
+            model = torchvision.models.efficientnet_b0(weights="DEFAULT")
+            for p in model.features.parameters():
+                p.requires_grad = False
+            engine.train(model, loader, optimizer, 5)
+        """,
+        "evaluate_only.py": """
+            import torchvision
+            from lib import engine
+
+            model = torchvision.models.efficientnet_b0(weights="DEFAULT")
+            for p in model.features.parameters():
+                p.requires_grad = False
+        """,
+    })
+    [finding] = findings(tmp_path, "finetune.py", "evaluate_only.py", "--select", "BN101")
+    assert finding["path"] == "finetune.py" and finding["line"] == 6
+    assert "lib/engine.py:9" in finding["message"]
