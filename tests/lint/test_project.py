@@ -213,4 +213,4 @@ def test_a_training_function_of_another_module_trains_its_parameter(tmp_path):
     })
     [finding] = findings(tmp_path, "finetune.py", "evaluate_only.py", "--select", "BN101")
     assert finding["path"] == "finetune.py" and finding["line"] == 6
-    assert "lib/engine.py:9" in finding["message"]
+    assert "lib/engine.py:8" in finding["message"]
