@@ -87,11 +87,19 @@ def check_source(
     fix: bool,
     prefilter: bool = False,
     project: dict | None = None,
+    conditional: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
 ) -> SourceResult:
     """Check one Python text with the rules named by ``codes``; with ``fix``, also fix it.
     With ``prefilter``, only those of the rules whose prefilter matches outside docstrings.
-    ``project`` is the file's view of the project index (``lint.flow.project.Project.view``)."""
+    ``project`` is the file's view of the project index (``lint.flow.project.Project.view``);
+    ``conditional`` is (project roots, codes): the file's view is built here, in the worker, and
+    those codes run only if it imports a model with BatchNorm of their framework."""
     tree, error = _python_parse(path, source)
+    if error is None and conditional is not None:
+        roots, extra = conditional
+        project = _project(roots).view(Path(path), source, tree)
+        bn = imports_bn(project)
+        codes = tuple(sorted(set(codes) | {c for c in extra if _rule(c).framework in bn}))
     if error is None and codes and prefilter:
         codes = _codes_outside_docstrings(source, tree, settings, codes, imports_bn(project))
     if error is None and codes:  # only a tree headed for libcst needs the depth guard
@@ -199,6 +207,17 @@ def _codes_outside_docstrings(
         code for code in codes
         if prefilter_matches(data, [encoded_prefilter(rules[code], settings, relaxed=rules[code].framework in imported_bn)])
     )
+
+
+@functools.cache  # per worker process: the summaries of the modules it has read are kept for the next file
+def _project(roots: tuple[str, ...]):
+    from lint.flow.project import Project
+
+    return Project([Path(r) for r in roots[1:]], Path(roots[0]))
+
+
+def _rule(code: str) -> type[Rule]:
+    return next(r for r in all_rules() if r.code == code)
 
 
 def imports_bn(project: dict | None) -> frozenset[str]:
@@ -356,12 +375,9 @@ def lint_paths(
     rules = select_rules(settings.select, settings.ignore)
     paths = list(paths)
     files = [] if stdin is not None else list(discover(paths, settings, report.errors))
-    # One project for the whole run; a module is read only when a checked file imports it.
-    project = None
-    if any(r.project_wide for r in rules):
-        from lint.flow.project import Project
-
-        project = Project(paths)
+    # One project for the whole run; a module is read only when a checked file imports it, by the
+    # worker that checks that file (the parent only decides which files may need it, by their text).
+    project = (str(Path.cwd()), *map(str, paths)) if any(r.project_wide for r in rules) else None
     documents: dict[str, object] = {}
     tasks = []
     prefilters = {r.code: encoded_prefilter(r, settings) for r in rules}
@@ -411,20 +427,15 @@ def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, re
         for code, groups in prefilters.items()
         if not any(code.startswith(i) for i in ignored) and prefilter_matches(source, [groups])
     )
-    view = None
     # A project-wide rule whose other groups match may find its model in an imported module: only
-    # then is the file's import list resolved (and the imported modules read and summarized).
-    candidates = [
-        r for r in rules
+    # then are the file's imports resolved (and the imported modules read and summarized).
+    candidates = tuple(
+        r.code for r in rules
         if r.project_wide and not any(r.code.startswith(i) for i in ignored)
         and prefilter_matches(source, [encoded_prefilter(r, settings, relaxed=True)])
-    ]
-    if project is not None and candidates:
-        view = project.view(path, document.source)
-        bn = imports_bn(view)
-        codes += tuple(r.code for r in candidates if r.code not in codes and r.framework in bn)
-        codes = tuple(sorted(codes))
-    args = (str(path), document.source, settings, codes, fix, True, view or None)
+    )
+    conditional = (project, tuple(c for c in candidates if c not in codes)) if project and candidates else None
+    args = (str(path), document.source, settings, codes, fix, True, None, conditional)
     return time_limit(settings, document.source), (args, document)
 
 

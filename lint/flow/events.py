@@ -66,6 +66,7 @@ class Forward(Event):
     mode: Mode = UNKNOWN_MODE
     data: str = ""
     training: str = "absent"  # Keras's ``training`` argument: "true" | "false" | "other" | "absent"
+    function: cst.FunctionDef | None = None  # the innermost function it runs in
     via: cst.CSTNode | None = None
     state: dict = field(default_factory=dict, repr=False)
 

@@ -296,7 +296,10 @@ class Flow:
             for item in stmt.items:
                 reason = self._inference_context(item.item, frame)
                 if reason:
-                    self._context.append(("inference", reason))
+                    # ``with torch.no_grad():`` inside a training step computes features for that step
+                    # (a frozen front end): its forwards are part of training, not inference
+                    training = self._context and self._context[-1][0] == "training"
+                    self._context.append(("training", reason) if training else ("inference", reason))
                     pushed += 1
                 else:
                     self._eval(item.item, frame)
@@ -824,7 +827,7 @@ class Flow:
         data = inputs[0].source if inputs and isinstance(inputs[0], Tensor) else ""
         self._record(Forward, module, node, context=context, reason=reason, mode=mode, data=data,
                      training=_training_arg(node, args), via=self._via[0] if self._via else None,
-                     state=dict(self._state))
+                     function=self._stack[-1] if self._stack else None, state=dict(self._state))
         if context == "training" and inputs and isinstance(inputs[0], Tensor) and inputs[0].loader is not None:
             inputs[0].loader.feeds.append((module, node, mode))
             self._record(LoaderFeeds, module, node, loader=inputs[0].loader, mode=mode)
@@ -1042,8 +1045,8 @@ def _training_arg(call: cst.Call, args: list) -> str:
             if isinstance(value, Const) and value.value in (True, False):
                 return "true" if value.value else "false"
             return "other"
-        if arg.star:
-            return "other"  # ``model(*args, **kwargs)``: may well pass it
+        if arg.star or (arg.keyword is not None and "train" in arg.keyword.value.lower()):
+            return "other"  # ``model(*args, **kwargs)``, ``model(x, is_training=True)`` (its call forwards it)
     positional = [a for a in call.args if a.keyword is None]
     return "other" if len(positional) >= 2 else "absent"
 

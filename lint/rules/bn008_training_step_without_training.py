@@ -137,6 +137,23 @@ def step(x, y, is_training):
         loss = loss_fn(y, net(x, is_training))
     optimizer.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables))
 """,
+        # the model's own flag, forwarded by its call() as training=
+        """
+import tensorflow as tf
+class ConvNet(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = tf.keras.layers.Conv2D(32, 5)
+        self.bn = tf.keras.layers.BatchNormalization()
+        self.out = tf.keras.layers.Dense(10)
+    def call(self, x, is_training=False):
+        return self.out(self.bn(self.conv(x), training=is_training))
+net = ConvNet()
+def run_optimization(x, y):
+    with tf.GradientTape() as g:
+        loss = cross_entropy(net(x, is_training=True), y)
+    optimizer.apply_gradients(zip(g.gradient(loss, net.trainable_variables), net.trainable_variables))
+""",
     ]
 
     INVALID = [

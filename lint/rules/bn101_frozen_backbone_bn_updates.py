@@ -155,6 +155,23 @@ for x, y in loader:
     INVALID = [
         # cause 1: ``for phase in ["train", "val"]`` with the mode set per phase: the training phase trains the
         # frozen backbone in train() mode
+        # the frozen front end runs under no_grad inside the training loop, in train() mode
+        Invalid(
+            """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+model.requires_grad_(False)
+model.layer4.requires_grad_(True)
+for epoch in range(epochs):
+    model.train()
+    for x, y in loader:
+        with torch.no_grad():
+            h = model.layer3(model.layer2(model.layer1(model.conv1(x))))
+        loss = criterion(model.fc(model.layer4(h).mean((2, 3))), y)
+        loss.backward()
+"""
+        ),
         Invalid(
             """
 import torch

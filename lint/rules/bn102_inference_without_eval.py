@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import libcst as cst
+
 from lint.context import FileContext
+from lint.nodes import walk
 from lint.rule import Invalid, Rule, Severity, Violation
 from lint.flow.events import EvalCarriedOver, Forward
 from lint.frameworks.torch import TORCH_BN_TOKENS, TORCH_IMPORT
@@ -204,6 +207,32 @@ for epoch in range(epochs):
     generator.eval()
     samples = generator(fixed_noise)
 """,
+        # no_grad inside a training step: features for the step, not inference (BN101's concern)
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+model.train()
+for x, y in loader:
+    with torch.no_grad():
+        h = model.layer3(model.layer2(model.layer1(x)))
+    loss = criterion(model.fc(model.layer4(h).mean((2, 3))), y)
+    loss.backward()
+""",
+        # the evaluation helper itself puts the model in train() mode when asked to: a deliberate comparison
+        """
+import torch
+import torch.nn as nn
+net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+def test(model, train=False):
+    if train:
+        model.train()
+    else:
+        model.eval()
+    with torch.no_grad():
+        return model(x_test)
+test(net, train=True)
+""",
     ]
 
     INVALID = [
@@ -285,6 +314,8 @@ for epoch in range(20):
                 continue
             if event.data == "random" or tests:  # ``net(torch.randn(2, 3, 32, 32))``: a shape check, not inference
                 continue
+            if _set_by_the_function_itself(event):  # ``def test(model, train): model.train() if train ...``: on purpose
+                continue
             if event.module.contains_bn() is not True:
                 continue
             reported.add(id(event.node))
@@ -309,6 +340,15 @@ for epoch in range(20):
                 f"mode (BatchNorm frozen on its running statistics, Dropout off); call `.train()` on the model at "
                 f"the start of each epoch",
             )
+
+
+def _set_by_the_function_itself(event: Forward) -> bool:
+    """The function that runs the inference put the model in train() mode itself: deliberate."""
+    setter, function = event.mode_node("train"), event.function
+    explicit = isinstance(setter, cst.Call) and isinstance(setter.func, cst.Attribute) and setter.func.attr.value == "train"
+    if not explicit or function is None:
+        return False
+    return any(n is setter for n in walk(function.body))
 
 
 def _where(reason: str) -> str:
