@@ -78,6 +78,9 @@ class Rule:
     #: "BatchNorm" or "BatchNorm2d") are waived for a file that imports a ``framework`` model with it.
     project_wide: ClassVar[bool] = False
     framework: ClassVar[str] = ""
+    #: an inference rule: unit tests run BatchNorm in training mode on purpose, so test files
+    #: (``tests/``, ``test_*.py``, ``*_test.py``, ``conftest.py``) are not even parsed for it
+    skips_tests: ClassVar[bool] = False
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[Invalid]] = []
 

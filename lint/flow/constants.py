@@ -8,7 +8,6 @@ walk follows only the branch that runs. Anything else is ``NOT_CONSTANT``.
 
 from __future__ import annotations
 
-import ast
 import operator
 from typing import Callable
 
@@ -62,8 +61,13 @@ def truth(node: cst.CSTNode | None, lookup: Callable[[str], object]) -> bool | N
 def _fold(node, lookup, depth: int) -> object:
     if node is None or depth > 30:
         return NOT_CONSTANT
-    if isinstance(node, (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString)):
-        return ast.literal_eval(_EMPTY.code_for_node(node).strip())
+    if isinstance(node, cst.Integer):
+        return int(node.value.replace("_", ""), 0)  # ``0x1F``, ``1_000``
+    if isinstance(node, cst.Float):
+        return float(node.value.replace("_", ""))
+    if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+        value = node.evaluated_value
+        return NOT_CONSTANT if value is None else value
     if isinstance(node, cst.Name):
         if node.value in _NAMED:
             return _NAMED[node.value]
@@ -125,5 +129,3 @@ def _fold(node, lookup, depth: int) -> object:
         return result
     return NOT_CONSTANT
 
-
-_EMPTY = cst.Module(body=[])

@@ -1,22 +1,30 @@
-"""Which values in one file are PyTorch modules with BatchNorm, and what the file does to them.
+"""The flow-sensitive walk over one file: which values are models with BatchNorm, and what the
+program does to them, in order.
 
-The PyTorch counterpart of ``lint.keras_models``, shared by BN101–BN103 (and BN007's
-``DataLoader`` part). One ordered walk over the file follows module values (torchvision
-and ``torch.hub`` constructors, ``nn.*`` layers and containers, ``nn.Module`` subclasses of
-the same file, their ``self.`` attributes) and the *mode* each is in (PyTorch modules are
-built in training mode; ``.train()``/``.eval()`` change it for the module and everything
-inside it), and records events: parameters frozen, ``requires_grad`` set as a plain
-attribute, mode methods overwritten, ``.train()``/``.eval()`` calls, forward calls with
-their context (training step, ``torch.no_grad()`` / ``torch.inference_mode()`` / a
-function named like predict or evaluate) and the mode at that point, and an ``.eval()``
-left in place for the next epoch of a training loop.
+One walk follows module values (PyTorch: torchvision and ``torch.hub`` constructors, ``nn.*``
+layers and containers, ``nn.Module`` subclasses and their ``self.`` attributes; Keras: layers,
+``Sequential`` and ``add``, functional ``Model``, ``Model`` subclasses, applications, KerasHub
+presets; and models defined in other modules of the project, from ``lint.flow.project``), the
+*modes* each may be in (``lint.flow.values.Mode``: PyTorch builds modules in training mode;
+``.train()``/``.eval()`` change it for the module and everything inside it), tensors (real
+batches or made up with ``torch.randn``), loaders and constants, and records events
+(``lint.flow.events``): parameters frozen, ``requires_grad`` set as a plain attribute, mode
+methods overwritten, mode changes, forward calls with their context (training step, inference)
+and data, an ``.eval()`` left in place for the next epoch, loaders feeding a training step.
 
-Helper functions and methods of the same file are walked *at their call sites* with the
-caller's values (``evaluate(model, loader)``, ``model.train()`` of a class that overrides
-``train()``, ``Net()`` runs ``__init__``), so modes follow the path through them. A
-function never called in the file is walked once with unknown parameters. Anything whose
-origin lies in another file (``torch.load``, a parameter nobody passes here, an unknown
-attribute) has an unknown mode and unknown BatchNorm: the rules stay silent on it.
+How it flows: branches are walked from the same state and joined (modes united, constants kept
+only where both agree); a condition that folds to a constant (``lint.flow.constants``) walks only
+the branch that runs; a loop over a literal list is walked once per element with the element as
+a constant; any other loop's body is walked, then walked again from the state it ends in (the
+modes' fixed point: an ``.eval()`` at the end of an epoch meets the next epoch's training). The
+innermost loop that calls ``.backward()`` or applies gradients is the training step.
+
+Calls: helper functions and methods of the file are walked *at their call sites* with the
+caller's values (inlined, to a depth and a budget); functions of other modules act through their
+summaries (``engine.train(model)`` trains its parameter). A function never called in the file is
+walked once with unknown parameters. Anything whose origin lies outside the project
+(``torch.load``, an unknown attribute) has an unknown mode and unknown BatchNorm: the rules stay
+silent on it. Framework knowledge comes from ``lint.frameworks``.
 """
 
 from __future__ import annotations
@@ -106,6 +114,7 @@ class Flow:
         self._functions: dict[str, cst.FunctionDef] = {}
         self._classes: dict[str, cst.ClassDef] = {}
         self._module = module
+        self._scopes: dict[int, tuple[bool, bool]] = {}
         self._collect(module)
         self._module_classes = self._find_module_classes()
         self._bn_classes = self._find_bn_classes()
@@ -722,10 +731,17 @@ class Flow:
         if last in ("Model", "Functional"):
             # the graph's layers were built in the enclosing function (or the module): BatchNorm if they are
             scope = self._stack[-1] if self._stack else self._module
-            has_bn = True if self._builds_bn(scope, set()) else None
-            return self._new(ModuleValue(label, has_bn, origin=node, framework="keras",
-                                         has_dropout=self._builds_bn(scope, set(), dropout=True)))
+            has_bn, has_dropout = self._scope_builds(scope)
+            return self._new(ModuleValue(label, True if has_bn else None, origin=node, framework="keras",
+                                         has_dropout=has_dropout))
         return None
+
+    def _scope_builds(self, scope: cst.CSTNode) -> tuple[bool, bool]:
+        """(BatchNormalization, Dropout) built in a function or the module: once per scope."""
+        key = id(scope)
+        if key not in self._scopes:
+            self._scopes[key] = (self._builds_bn(scope, set()), self._builds_bn(scope, set(), dropout=True))
+        return self._scopes[key]
 
     def _elements(self, node: cst.Call, frame: _Frame) -> list:
         """The values in a ``Sequential([...])``'s list (``None`` for what the walk cannot tell)."""

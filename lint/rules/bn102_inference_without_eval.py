@@ -84,6 +84,7 @@ class InferenceWithoutEval(Rule):
     summary = "PyTorch: model with BatchNorm used for inference in training mode"
     project_wide = True
     framework = "torch"
+    skips_tests = True
     prefilter = (
         ("torch",),
         (TORCH_IMPORT,),
