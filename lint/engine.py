@@ -420,6 +420,9 @@ def lint_paths(
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
+    # Longest work first (files some rule will parse with libcst, largest first; then the syntax
+    # checks): a large file started last would keep one core busy while the other idles.
+    tasks.sort(key=lambda task: (not (task[1][3] or task[1][7]), -len(task[1][1])))
     for key, result in run_isolated(check_source, tasks, jobs):
         report.files_parsed += isinstance(result, SourceResult) and result.parsed
         _collect(report, key, result, documents[key], fix, diff)

@@ -18,6 +18,8 @@ class Event:
     module: ModuleValue
     node: cst.CSTNode
     seq: int
+    #: the ``if`` tests it sits under, innermost last, each with whether it holds there (its body) or not (else)
+    conditions: tuple = ()
 
 
 @dataclass

@@ -114,6 +114,7 @@ class Flow:
         self._functions: dict[str, cst.FunctionDef] = {}
         self._classes: dict[str, cst.ClassDef] = {}
         self._module = module
+        self._conditions: list[tuple[cst.BaseExpression, bool]] = []  # the ``if`` tests around the walk, innermost last
         self._scopes: dict[int, tuple[bool, bool]] = {}
         self._collect(module)
         self._module_classes = self._find_module_classes()
@@ -156,6 +157,14 @@ class Flow:
         if _mode(module, state).must(EVAL):
             return True
         return any(("bn", id(a)) in state for a in module.ancestors())
+
+    def exclusive(self, a: Event, b: Event) -> bool:
+        """The two events sit under conditions that cannot both hold: ``if args.weights == "freeze":``
+        around one, ``if args.weights == "finetune":`` (or the ``else`` of the same test) around the other."""
+        return any(_excludes(x, y) for x in a.conditions for y in b.conditions)
+
+    def setter_event(self, node: cst.CSTNode | None) -> "ModeSet | None":
+        return next((e for e in self.events if isinstance(e, ModeSet) and e.node is node), None)
 
     def is_frozen(self, module: ModuleValue) -> bool:
         return any(e.module is module for e in self.all_of(Freeze))
@@ -243,7 +252,7 @@ class Flow:
 
     def _record(self, kind: type[Event], module: ModuleValue, node: cst.CSTNode, **extra) -> Event:
         self._seq += 1
-        event = kind(module=module, node=node, seq=self._seq, **extra)
+        event = kind(module=module, node=node, seq=self._seq, conditions=tuple(self._conditions), **extra)
         (self._muted if self._mute else self.events).append(event)
         return event
 
@@ -288,14 +297,18 @@ class Flow:
             guard = bool(pt.BN_TEST.search(_code(stmt.test)))
             before, vars_before = dict(self._state), dict(frame.vars)
             self._guard_depth += guard
+            self._conditions.append((stmt.test, True))
             self._block(_body(stmt.body), frame, bn_guard or guard)
+            self._conditions.pop()
             self._guard_depth -= guard
             after_if, vars_after_if = self._state, dict(frame.vars)
             if guard:  # ``if isinstance(m, nn.BatchNorm2d): m.eval()`` acts on the BatchNorm modules only
                 return
             self._state = before
             frame.vars = dict(vars_before)
+            self._conditions.append((stmt.test, False))
             self._orelse(stmt, frame, bn_guard)
+            self._conditions.pop()
             self._state = join_states(after_if, self._state)
             frame.vars = _join_vars(vars_after_if, frame.vars)
         elif isinstance(stmt, (cst.For, cst.While)):
@@ -1065,6 +1078,25 @@ def _training_arg(call: cst.Call, args: list) -> str:
             return "other"  # ``model(*args, **kwargs)``, ``model(x, is_training=True)`` (its call forwards it)
     positional = [a for a in call.args if a.keyword is None]
     return "other" if len(positional) >= 2 else "absent"
+
+
+def _excludes(x: tuple, y: tuple) -> bool:
+    (test_x, holds_x), (test_y, holds_y) = x, y
+    if test_x is test_y or _code(test_x) == _code(test_y):
+        return holds_x != holds_y
+    if holds_x and holds_y:  # ``v == "a"`` and ``v == "b"``
+        ex, ey = _equality(test_x), _equality(test_y)
+        return ex is not None and ey is not None and ex[0] == ey[0] and ex[1] != ey[1]
+    return False
+
+
+def _equality(test) -> tuple[str, object] | None:
+    """``args.weights == "freeze"`` -> ("args.weights", "freeze")."""
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(test.comparisons[0].operator, cst.Equal):
+        value = fold(test.comparisons[0].comparator, lambda name: NOT_CONSTANT)
+        if value is not NOT_CONSTANT:
+            return _code(test.left), value
+    return None
 
 
 def _assigned_names(body) -> set[str]:

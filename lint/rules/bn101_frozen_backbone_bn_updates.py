@@ -150,9 +150,39 @@ model.train()
 for x, y in loader:
     criterion(model(x), y).backward()
 """,
+        # frozen only on the branch where the model is put in eval mode
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+if args.weights == "freeze":
+    model.requires_grad_(False)
+    model.fc.requires_grad_(True)
+for epoch in range(epochs):
+    if args.weights == "finetune":
+        model.train()
+    elif args.weights == "freeze":
+        model.eval()
+    for x, y in loader:
+        criterion(model(x), y).backward()
+""",
     ]
 
     INVALID = [
+        # cause 3: a model derived from a torchvision model's children keeps its BatchNorm
+        Invalid(
+            """
+import torch.nn as nn
+import torchvision
+resnet = torchvision.models.resnet50(weights="DEFAULT")
+backbone = nn.Sequential(*list(resnet.children())[:-1])
+for p in backbone.parameters():
+    p.requires_grad = False
+head = nn.Linear(2048, 3)
+for x, y in loader:
+    loss_fn(head(backbone(x).flatten(1)), y).backward()
+"""
+        ),
         # cause 1: ``for phase in ["train", "val"]`` with the mode set per phase: the training phase trains the
         # frozen backbone in train() mode
         # the frozen front end runs under no_grad inside the training loop, in train() mode
@@ -288,6 +318,9 @@ train_one_epoch(encoder, loader, opt)
                 if part.contains_bn() is not True or not tm.mode_in(part, forward.state).may("train"):
                     continue
                 if tm.bn_kept_in_eval(part, forward.state):
+                    continue
+                setter = tm.setter_event(tm.mode_in(part, forward.state).setter("train"))
+                if setter is not None and tm.exclusive(freeze, setter):  # frozen only where eval() is chosen
                     continue
                 reported.add(id(freeze.node))
                 name = freeze.name or part.label

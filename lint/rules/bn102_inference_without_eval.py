@@ -237,6 +237,17 @@ test(net, train=True)
     ]
 
     INVALID = [
+        # cause 4: the constructor through a local alias
+        Invalid(
+            """
+import torch
+import torchvision
+Base = torchvision.models.resnet50
+model = Base(weights="DEFAULT")
+with torch.no_grad():
+    out = model(images)
+"""
+        ),
         # cause 1: the validation phase never calls eval(): it runs in the training phase's train() mode
         Invalid(
             """
