@@ -28,6 +28,7 @@ class Freeze(Event):
     ``name`` is the module as written there (``model.backbone``)."""
 
     name: str = ""
+    elsewhere: str = ""  # frozen in another module of the project, there ("config.py:14"); ``node`` is its first use here
 
 
 @dataclass

@@ -49,6 +49,8 @@ class Definition:
     #: runs ``.backward()`` (itself or through functions of its module) — ``engine.train(model, ...)``
     params: tuple[str, ...] = ()
     trains: tuple[str, ...] = ()
+    #: a module-level model ("variable"): where a module of the project froze its parameters
+    frozen_at: str = ""
 
 
 @dataclass
@@ -285,6 +287,7 @@ class _Summarizer:
                     params = tuple(a.arg for a in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs])
                     definition = replace(definition, params=params, trains=tuple(sorted(trains[node.name])))
                 self.summary.definitions[node.name] = definition
+        self.variables(tree, local)
 
     def _define(self, node, local) -> Definition:
         framework, is_model = "", False
@@ -292,6 +295,40 @@ class _Summarizer:
             for base in node.bases:
                 framework = framework or self._framework_of_base(base)
             is_model = bool(framework)
+        bn, dropout, mentions = self._mentions(node, local, node.name)
+        if not framework:
+            framework = "torch" if "torch" in mentions else "keras" if "keras" in mentions else ""
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            is_model = bool(framework) and self._returns_a_model(node, local)
+            kind = "function"
+        else:
+            kind = "class"
+        has_bn: bool | None = True if bn else (False if is_model and kind == "class" else None)
+        return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}")
+
+    def variables(self, tree: ast.Module, local) -> None:
+        """Module-level models (``model_conv = models.resnet18(weights=...)``) and the module-level
+        freezes of models it defines or imports (``for p in model_conv.parameters(): p.requires_grad = False``)."""
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                if name in self.summary.definitions or not self._constructs(node.value, local):
+                    continue
+                bn, dropout, mentions = self._mentions(node.value, local, name)
+                framework = "torch" if "torch" in mentions else "keras" if "keras" in mentions else ""
+                if framework:
+                    self.summary.definitions[name] = Definition(
+                        name, "variable", framework, True, True if bn else None, dropout, f"{self.display}:{node.lineno}")
+        for node in tree.body:
+            name = _frozen_name(node)
+            if name is None:
+                continue
+            definition = self.summary.definitions.get(name) or self.project.imported_definition(self.summary, name)
+            if definition is not None and definition.kind == "variable" and not definition.frozen_at:
+                self.summary.definitions[name] = replace(definition, frozen_at=f"{self.display}:{node.lineno}")
+
+    def _mentions(self, node, local, own_name: str) -> tuple[bool, bool, set[str]]:
+        """(builds BatchNorm, builds Dropout, the frameworks it names) for a definition or expression."""
         bn, dropout, mentions = False, False, set()
         for n in ast.walk(node):
             if not isinstance(n, (ast.Name, ast.Attribute)):
@@ -310,7 +347,7 @@ class _Summarizer:
                 mentions.add("torch")
             elif keras_name(q):
                 mentions.add("keras")
-            elif isinstance(n, ast.Name) and n.id in local and n.id != node.name:
+            elif isinstance(n, ast.Name) and n.id in local and n.id != own_name:
                 other = self.summary.definitions.get(n.id)
                 if other is not None and other.is_model:
                     bn = bn or bool(other.has_bn)
@@ -322,15 +359,7 @@ class _Summarizer:
                 if other is not None and other.is_model:
                     bn = bn or bool(other.has_bn)
                     mentions.add(other.framework)
-        if not framework:
-            framework = "torch" if "torch" in mentions else "keras" if "keras" in mentions else ""
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            is_model = bool(framework) and self._returns_a_model(node, local)
-            kind = "function"
-        else:
-            kind = "class"
-        has_bn: bool | None = True if bn else (False if is_model and kind == "class" else None)
-        return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}")
+        return bn, dropout, mentions
 
     def _framework_of_base(self, base: ast.AST) -> str:
         q = self.qualname(base) or ""
@@ -364,6 +393,30 @@ class _Summarizer:
             return True
         head = q.split(".")[0]
         return head in local or head in self.summary.imports
+
+
+def _frozen_name(node) -> str | None:
+    """``X.requires_grad_(False)`` or ``for p in X.parameters(): p.requires_grad = False`` at module level: X."""
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        call = node.value
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "requires_grad_" and call.args and (
+            isinstance(call.args[0], ast.Constant) and call.args[0].value is False
+        ):
+            return _root_name(call.func.value)
+    if isinstance(node, ast.For) and isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Attribute):
+        if node.iter.func.attr in ("parameters", "named_parameters") and any(
+            isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Attribute) and n.targets[0].attr == "requires_grad"
+            and isinstance(n.value, ast.Constant) and n.value.value is False
+            for n in ast.walk(node)
+        ):
+            return _root_name(node.iter.func.value)
+    return None
+
+
+def _root_name(node) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _trained_params(fn, local: dict, known: dict[str, set[str]]) -> set[str]:

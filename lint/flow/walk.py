@@ -114,6 +114,7 @@ class Flow:
         self._functions: dict[str, cst.FunctionDef] = {}
         self._classes: dict[str, cst.ClassDef] = {}
         self._module = module
+        self._imported: dict[str, ModuleValue | None] = {}  # module-level models of other modules, by name
         self._conditions: list[tuple[cst.BaseExpression, bool]] = []  # the ``if`` tests around the walk, innermost last
         self._scopes: dict[int, tuple[bool, bool]] = {}
         self._collect(module)
@@ -530,12 +531,17 @@ class Flow:
             if node.value in _LITERAL_NAMES:
                 return Const(_LITERAL_NAMES[node.value])
             value = frame.lookup(node.value)
+            if value is None and node.value in self.project:
+                value = self._imported_variable(node, node.value)
             if isinstance(value, ModuleValue):
                 self._values.setdefault(id(node), value)
             return value
         if isinstance(node, cst.Attribute):
             owner = self._eval(node.value, frame, record)
             value = self._attribute(owner, node.attr.value) if isinstance(owner, ModuleValue) else None
+            if owner is None and self.project:
+                name = dotted(node)
+                value = self._imported_variable(node, name) if name in self.project else None
             if isinstance(value, ModuleValue):
                 self._values.setdefault(id(node), value)
             return value
@@ -860,6 +866,20 @@ class Flow:
         if context == "training" and inputs and isinstance(inputs[0], Tensor) and inputs[0].loader is not None:
             inputs[0].loader.feeds.append((module, node, mode))
             self._record(LoaderFeeds, module, node, loader=inputs[0].loader, mode=mode)
+
+    def _imported_variable(self, node: cst.CSTNode, name: str) -> ModuleValue | None:
+        """A model built at module level in another module of the project (``from config import model``),
+        one value per name; frozen there, its freeze is recorded at its first use here (the evidence)."""
+        if name in self._imported:
+            return self._imported[name]
+        summary = self.project[name]
+        value = None
+        if summary.kind == "variable" and summary.framework == "torch":
+            value = self._new(ModuleValue(label=name, has_bn=summary.has_bn, kind="constructed", defined_at=summary.where))
+            if summary.frozen_at:
+                self._record(Freeze, value, node, name=name, elsewhere=summary.frozen_at)
+        self._imported[name] = value
+        return value
 
     def _trained_elsewhere(self, node: cst.Call, args: list, summary) -> None:
         """``engine.train(model=model, ...)`` of another module that puts a parameter in ``.train()`` mode and

@@ -76,7 +76,8 @@ class FrozenBackboneBatchNormUpdates(Rule):
     summary = "PyTorch: frozen backbone whose BatchNorm still updates its running statistics"
     project_wide = True
     framework = "torch"
-    prefilter = (("requires_grad",), ("torch",), (TORCH_IMPORT,), TORCH_BN_TOKENS)
+    # "backward"/"train(": a file that only trains a model frozen in another module of the project
+    prefilter = (("requires_grad", "backward", "train("), ("torch",), (TORCH_IMPORT,), TORCH_BN_TOKENS)
 
     VALID = [
         # the frozen BatchNorm layers are put back in eval mode after train()
@@ -324,12 +325,13 @@ train_one_epoch(encoder, loader, opt)
                     continue
                 reported.add(id(freeze.node))
                 name = freeze.name or part.label
+                frozen_at = f" at {freeze.elsewhere}" if freeze.elsewhere else ""
                 trained = f"`{ctx.code(forward.node.func)}(...)`"
                 if forward.reason:  # trained by a function of another module: the evidence, where it is
                     trained += f" (`{forward.reason}` calls .train() and .backward())"
                 yield Violation(
                     freeze.node,
-                    f"`{name}`{part.provenance()} is frozen, but {trained} trains in training mode, so its BatchNorm layers "
+                    f"`{name}`{part.provenance()} is frozen{frozen_at}, but {trained} trains in training mode, so its BatchNorm layers "
                     f"keep overwriting running_mean/running_var (requires_grad stops gradients, not statistics): "
                     f"after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use "
                     f"FrozenBatchNorm2d",

@@ -214,3 +214,43 @@ def test_a_training_function_of_another_module_trains_its_parameter(tmp_path):
     [finding] = findings(tmp_path, "finetune.py", "evaluate_only.py", "--select", "BN101")
     assert finding["path"] == "finetune.py" and finding["line"] == 6
     assert "lib/engine.py:8" in finding["message"]
+
+
+def test_built_in_one_module_frozen_in_another_trained_by_a_third(tmp_path):
+    # the evidence chain names all three places; the finding is at the model's first use in the trained file
+    write(tmp_path, {
+        "model/resnet.py": "import torchvision.models as models\n\nmodel_conv = models.resnet18(weights='DEFAULT')\n",
+        "config.py": """
+            import torch
+            from model.resnet import model_conv
+
+            for param in model_conv.parameters():
+                param.requires_grad = False
+        """,
+        "routines/train.py": """
+            def train(model, loader, optimizer):
+                model.train()
+                for x, y in loader:
+                    loss = criterion(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+        """,
+        "main.py": """
+            import torch
+            from config import model_conv
+            from routines.train import train
+
+            train(model_conv, loader, optimizer)
+        """,
+        "unfrozen.py": """
+            import torch
+            from model.resnet import model_conv
+            from routines.train import train
+
+            train(model_conv, loader, optimizer)
+        """,
+    })
+    [finding] = findings(tmp_path, "main.py", "unfrozen.py", "--select", "BN101")
+    assert finding["path"] == "main.py" and finding["line"] == 2
+    message = finding["message"]
+    assert "model/resnet.py:3" in message and "frozen at config.py:4" in message and "routines/train.py:1" in message
