@@ -50,6 +50,16 @@ for x, y in loader:
     loss.backward()
 """
 
+#: a training helper of another module: train() mode, a forward, backward()
+TRAIN_HELPER = """
+            def {name}(model, loader, optimizer):
+                model.train()
+                for x, y in loader:
+                    loss = criterion(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+"""
+
 
 def write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
@@ -181,14 +191,7 @@ def test_a_notebook_importing_a_local_module(tmp_path):
 def test_a_training_function_of_another_module_trains_its_parameter(tmp_path):
     # engine.train(model) -> train_step(model) puts it in train() mode and calls backward: a namespace package
     write(tmp_path, {
-        "lib/engine.py": """
-            def train_step(model, loader, optimizer):
-                model.train()
-                for x, y in loader:
-                    loss = loss_fn(model(x), y)
-                    loss.backward()
-                    optimizer.step()
-
+        "lib/engine.py": TRAIN_HELPER.format(name="train_step") + """
             def train(model, loader, optimizer, epochs):
                 for _ in range(epochs):
                     train_step(model=model, loader=loader, optimizer=optimizer)
@@ -227,14 +230,7 @@ def test_built_in_one_module_frozen_in_another_trained_by_a_third(tmp_path):
             for param in model_conv.parameters():
                 param.requires_grad = False
         """,
-        "routines/train.py": """
-            def train(model, loader, optimizer):
-                model.train()
-                for x, y in loader:
-                    loss = criterion(model(x), y)
-                    loss.backward()
-                    optimizer.step()
-        """,
+        "routines/train.py": TRAIN_HELPER.format(name="train"),
         "main.py": """
             import torch
             from config import model_conv
