@@ -66,6 +66,7 @@ _MAX_INLINE = 4  # helpers within helpers followed this deep
 _INLINE_BUDGET = 500  # helper walks per file: call sites fan out, the walk must not
 EITHER = "train|eval"
 _LITERAL_NAMES = {"True": True, "False": False, "None": None}
+_TENSOR_TO_PYTHON = frozenset({"item", "size", "tolist", "numpy", "dim", "numel", "sum", "mean", "max", "min"})
 _UNROLL = 8  # ``for phase in ["train", "val"]``: lists of constants this long are walked element by element
 
 
@@ -646,6 +647,8 @@ class Flow:
                     return result
             elif isinstance(callee, Many):
                 return self._many_method(callee, method, node) if record else None
+            elif isinstance(callee, Tensor) and method not in _TENSOR_TO_PYTHON:
+                return callee  # ``images.to(device)``, ``x.float().cuda()``: the same batch
             elif callee is None and method in ("modules", "named_modules") and self.imports.imports_from("torch"):
                 # ``m.modules()`` of a value whose origin is elsewhere: still a module's sub-modules
                 return Many(self._new(ModuleValue(label=_code(func.value), has_bn=None, kind="parameter")), "modules")

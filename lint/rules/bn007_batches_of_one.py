@@ -149,6 +149,23 @@ def get_mean_and_std(dataset):
     ]
 
     INVALID = [
+        # a loader without shuffling whose batches, moved to the device, train a model with BatchNorm
+        Invalid(
+            """
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from torchvision.models import resnet50
+loader = DataLoader(images_set, batch_size=1, num_workers=8)
+model = nn.Sequential(resnet50(weights="DEFAULT"), nn.Linear(1000, 26))
+model.train()
+for epoch in range(10):
+    for i, (images, targets) in enumerate(loader):
+        images = images.to(device)
+        loss = criterion(model(images), targets.to(device))
+        loss.backward()
+"""
+        ),
         # cause 9: the batch size comes through a ``**train_kwargs`` dict
         Invalid(
             """
