@@ -422,8 +422,10 @@ class Flow:
             if isinstance(value, Loader) and value.name is None:
                 value.name = target.value
         elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self._bind(element.value, None, frame)
+            # ``model, transforms = create_model()``: a tuple of values unpacks element by element
+            parts = value if isinstance(value, tuple) and len(value) == len(target.elements) else None
+            for i, element in enumerate(target.elements):
+                self._bind(element.value, parts[i] if parts is not None else None, frame)
 
     def _loop(self, stmt, frame: _Frame, bn_guard: bool) -> None:
         # A name the body assigns holds another value from the second iteration on: not a constant
@@ -562,6 +564,12 @@ class Flow:
             return None
         if isinstance(node, cst.IfExp) and record:
             return self._if_expression(node, frame)
+        if isinstance(node, cst.Tuple) and record and all(isinstance(e, cst.Element) for e in node.elements):
+            values = tuple(self._eval(e.value, frame) for e in node.elements)
+            if any(isinstance(v, ModuleValue) for v in values):
+                return values  # ``return model, transforms``
+            value = fold(node, lambda name: frame.lookup(name))
+            return None if value is NOT_CONSTANT else Const(value)
         if record:
             self._visit(node, frame)
         if isinstance(node, (cst.Integer, cst.Float, cst.SimpleString, cst.UnaryOperation, cst.Dict, cst.List,
@@ -973,7 +981,7 @@ class Flow:
             if call is not None:
                 self._via.pop()
             del self._context[len(self._context) - pushed :]
-        return next((r for r in inner.returns if isinstance(r, ModuleValue)), None)
+        return next((r for r in inner.returns if isinstance(r, (ModuleValue, tuple))), None)
 
     def _walk_class_alone(self, cls: cst.ClassDef, top: _Frame) -> None:
         """Methods nobody calls in this file, walked on an instance of unknown mode (``__init__`` first,

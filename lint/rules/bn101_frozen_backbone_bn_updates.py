@@ -170,6 +170,24 @@ for epoch in range(epochs):
     ]
 
     INVALID = [
+        # a builder that returns the frozen model with its transforms, unpacked by the caller
+        Invalid(
+            """
+import torch
+import torchvision
+def create_model(num_classes=3):
+    weights = torchvision.models.EfficientNet_B2_Weights.DEFAULT
+    model = torchvision.models.efficientnet_b2(weights=weights)
+    for param in model.parameters():
+        param.requires_grad = False
+    model.classifier = torch.nn.Linear(1408, num_classes)
+    return model, weights.transforms()
+model, transforms = create_model()
+model.train()
+for x, y in loader:
+    loss_fn(model(x), y).backward()
+"""
+        ),
         # cause 3: a model derived from a torchvision model's children keeps its BatchNorm
         Invalid(
             """
