@@ -13,14 +13,16 @@ if TYPE_CHECKING:
     from lint.config import Settings
     from lint.keras_layers import KerasLayers
     from lint.keras_models import KerasModels
-    from lint.torch_modules import TorchModules
+    from lint.flow.walk import Flow
 
 
 class FileContext:
-    def __init__(self, path: str, module: cst.Module, settings: "Settings") -> None:
+    def __init__(self, path: str, module: cst.Module, settings: "Settings", project: dict | None = None) -> None:
         self.path = path
         self.module = module
         self.settings = settings
+        #: the definitions this file imports from other modules of the project (``lint.flow.project``)
+        self.project = project or {}
 
     @property
     def target(self):
@@ -43,10 +45,17 @@ class FileContext:
         return KerasLayers(self.module, self.imports, self.keras_models, self.settings.extra_batchnorm_models)
 
     @cached_property
-    def torch_modules(self) -> "TorchModules":
-        from lint.torch_modules import TorchModules
+    def flow(self) -> "Flow":
+        from lint.flow.walk import Flow
 
-        return TorchModules(self.module, self.imports, self.path)
+        return Flow(self.module, self.imports, self.path, self.project)
+
+    @property
+    def is_test_file(self) -> bool:
+        """Unit tests run BatchNorm in training mode on purpose: the inference rules leave them alone."""
+        from lint.frameworks.torch import is_test_file
+
+        return is_test_file(self.path)
 
     def code(self, node: cst.CSTNode) -> str:
         """The source text of a node, for messages."""

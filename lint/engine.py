@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 
 from lint.config import Settings
 from lint.documents import DocumentError, load, write_atomically
+from lint.frameworks.torch import is_test_file
 from lint.rule import Rule, all_rules, select_rules
 from lint.suppress import is_suppressed
 from lint.workers import Crash, run_isolated
@@ -80,20 +81,37 @@ class Report:
 
 
 def check_source(
-    path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool, prefilter: bool = False
+    path: str,
+    source: str,
+    settings: Settings,
+    codes: tuple[str, ...],
+    fix: bool,
+    prefilter: bool = False,
+    project: dict | None = None,
+    conditional: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
 ) -> SourceResult:
     """Check one Python text with the rules named by ``codes``; with ``fix``, also fix it.
-    With ``prefilter``, only those of the rules whose prefilter matches outside docstrings."""
+    With ``prefilter``, only those of the rules whose prefilter matches outside docstrings.
+    ``project`` is the file's view of the project index (``lint.flow.project.Project.view``);
+    ``conditional`` is (project roots, codes): the file's view is built here, in the worker, and
+    those codes run only if it imports a model with BatchNorm of their framework."""
+    if not codes and conditional is None:  # no rule can match: the syntax check alone
+        return SourceResult(error=_syntax_check(path, source))
     tree, error = _python_parse(path, source)
+    if error is None and conditional is not None:
+        roots, extra = conditional
+        project = _project(roots).view(Path(path), source, tree)
+        bn = imports_bn(project)
+        codes = tuple(sorted(set(codes) | {c for c in extra if _rule(c).framework in bn}))
     if error is None and codes and prefilter:
-        codes = _codes_outside_docstrings(source, tree, settings, codes)
+        codes = _codes_outside_docstrings(source, tree, settings, codes, imports_bn(project))
     if error is None and codes:  # only a tree headed for libcst needs the depth guard
         error = _too_deep(tree)
     if error is not None or not codes:
         return SourceResult(error=error)
     import libcst as cst  # only here: a file no rule can match never needs it
     try:
-        return _check_parsed(path, source, settings, codes, fix)
+        return _check_parsed(path, source, settings, codes, fix, project)
     except cst.ParserSyntaxError as exc:  # rare text Python accepts and libcst does not (a `\` at EOF)
         message = str(exc.message).splitlines()[0] if str(exc.message) else "parse error"
         return SourceResult(error=(f"libcst cannot parse this file, which Python accepts: {message}", exc.raw_line, exc.raw_column + 1))
@@ -101,14 +119,16 @@ def check_source(
         return SourceResult(error=("too deeply nested to analyse (an expression nested hundreds deep); exclude the file", None, None))
 
 
-def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool) -> SourceResult:
+def _check_parsed(
+    path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool, project: dict | None = None
+) -> SourceResult:
     import libcst as cst
 
     rules = [r() for r in all_rules() if r.code in codes]
     lines = physical_lines(source)
     module = cst.parse_module(source)
     applied = 0
-    found = _violations(path, module, settings, rules, lines)
+    found = _violations(path, module, settings, rules, lines, project)
     # Fix, then check again: a fix may uncover or settle another finding (ruff's loop).
     for _ in range(MAX_FIX_PASSES if fix else 0):
         fixes = [v.fix for _, v, _ in found if v.fix is not None]
@@ -131,7 +151,7 @@ def _check_parsed(path: str, source: str, settings: Settings, codes: tuple[str, 
         module = fixed_module
         applied += count
         lines = physical_lines(module.code)
-        found = _violations(path, module, settings, rules, lines)
+        found = _violations(path, module, settings, rules, lines, project)
     result = SourceResult(fixes_applied=applied, fixed_source=module.code if applied else None, parsed=True)
     for rule, violation, span in found:
         start, end = span
@@ -165,6 +185,23 @@ def _python_parse(path: str, source: str):
     return tree, None
 
 
+def _syntax_check(path: str, source: str):
+    """None, or the error Python reports for this text. Compiling to byte code skips building the
+    Python-level tree (about a third faster than ``ast.parse``) and adds the compiler's own checks
+    (``return`` outside a function), which Python would refuse to run as well."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(source, path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    except SyntaxError as exc:
+        return (f"syntax error: {exc.msg}", exc.lineno, exc.offset)
+    except (RecursionError, MemoryError):
+        return ("too deeply nested for the parser (an expression or block nested thousands deep); exclude the file", None, None)
+    except ValueError as exc:
+        return (f"cannot parse: {exc}", None, None)
+    return None
+
+
 def _too_deep(tree: ast.Module):
     """An error for a valid tree nested deeper than libcst can take, else None."""
     deep = _node_deeper_than(tree, MAX_DEPTH)
@@ -178,13 +215,34 @@ def _too_deep(tree: ast.Module):
     )
 
 
-def _codes_outside_docstrings(source: str, tree: ast.Module, settings: Settings, codes: tuple[str, ...]) -> tuple[str, ...]:
+def _codes_outside_docstrings(
+    source: str, tree: ast.Module, settings: Settings, codes: tuple[str, ...], imported_bn: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
     """The prefilter again, on the text without its docstrings: library code names
     BatchNormalization in its documentation far more often than in code, and a string
     statement does nothing, so no rule can need it. libcst's parse is the run's main cost."""
     data = blank_string_statements(source, tree)
     rules = {r.code: r for r in all_rules()}
-    return tuple(code for code in codes if prefilter_matches(data, [encoded_prefilter(rules[code], settings)]))
+    return tuple(
+        code for code in codes
+        if prefilter_matches(data, [encoded_prefilter(rules[code], settings, relaxed=rules[code].framework in imported_bn)])
+    )
+
+
+@functools.cache  # per worker process: the summaries of the modules it has read are kept for the next file
+def _project(roots: tuple[str, ...]):
+    from lint.flow.project import Project
+
+    return Project([Path(r) for r in roots[1:]], Path(roots[0]))
+
+
+def _rule(code: str) -> type[Rule]:
+    return next(r for r in all_rules() if r.code == code)
+
+
+def imports_bn(project: dict | None) -> frozenset[str]:
+    """The frameworks of the models with BatchNorm a file imports from other modules of the project."""
+    return frozenset(d.framework for d in (project or {}).values() if d.has_bn and d.is_model)
 
 
 def blank_string_statements(source: str, tree: ast.Module) -> bytes:
@@ -219,13 +277,13 @@ def _node_deeper_than(tree: ast.AST, limit: int) -> ast.AST | None:
     return None
 
 
-def _violations(path, module, settings, rules: list[Rule], lines):
+def _violations(path, module, settings, rules: list[Rule], lines, project=None):
     """(rule, violation, (start, end)) for every unsuppressed violation, in source order."""
     from libcst.metadata import MetadataWrapper, PositionProvider
 
     from lint.context import FileContext
 
-    ctx = FileContext(path, module, settings)
+    ctx = FileContext(path, module, settings, project)
     raw = [(rule, v) for rule in rules for v in rule.check(ctx)]
     if not raw:
         return []
@@ -335,10 +393,14 @@ def lint_paths(
 ) -> Report:
     report = Report()
     rules = select_rules(settings.select, settings.ignore)
+    paths = list(paths)
     files = [] if stdin is not None else list(discover(paths, settings, report.errors))
+    # One project for the whole run; a module is read only when a checked file imports it, by the
+    # worker that checks that file (the parent only decides which files may need it, by their text).
+    project = (str(Path.cwd()), *map(str, paths)) if any(r.project_wide for r in rules) else None
     documents: dict[str, object] = {}
     tasks = []
-    prefilters = {r.code: encoded_prefilter(r, settings) for r in rules}
+    prefilters = {r.code: _split_prefilter(r, settings) for r in rules}
     for path, _explicit in files:
         report.files_seen += 1
         try:
@@ -346,7 +408,7 @@ def lint_paths(
         except OSError as exc:
             report.errors.append(FileError(str(path), f"cannot read ({exc.strerror or exc})"))
             continue
-        task = _task(path, data, settings, prefilters, fix or diff, report)
+        task = _task(path, data, settings, prefilters, fix or diff, report, project, rules)
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
@@ -354,10 +416,13 @@ def lint_paths(
         report.files_seen += 1
         path, text = stdin
         # Editors read --diff for stdin too; --fix has nowhere to write (the CLI refuses it).
-        task = _task(path, text.encode("utf-8", "surrogateescape"), settings, prefilters, diff, report)
+        task = _task(path, text.encode("utf-8", "surrogateescape"), settings, prefilters, diff, report, project, rules)
         if task is not None:
             documents[str(path)] = task[1][1]
             tasks.append((str(path), task[1][0], task[0]))
+    # Longest work first (files some rule will parse with libcst, largest first; then the syntax
+    # checks): a large file started last would keep one core busy while the other idles.
+    tasks.sort(key=lambda task: (not (task[1][3] or task[1][7]), -len(task[1][1])))
     for key, result in run_isolated(check_source, tasks, jobs):
         report.files_parsed += isinstance(result, SourceResult) and result.parsed
         _collect(report, key, result, documents[key], fix, diff)
@@ -366,7 +431,8 @@ def lint_paths(
     return report
 
 
-def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, report: Report):
+def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, report: Report,
+          project=None, rules: list[type[Rule]] = ()):
     """(time limit, (args, document)) for a readable file, or None; read errors are reported."""
     ignored = settings.ignored_for(path)  # once per file: it resolves the path
     try:
@@ -379,24 +445,46 @@ def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, re
     source = document.source.encode("utf-8", "surrogatepass")
     # Only the rules whose prefilter matches run; when none does, only Python's fast parser
     # checks the syntax. A rule's analysis can cost as much as the parse on a large file.
-    codes = tuple(
-        code
-        for code, groups in prefilters.items()
-        if not any(code.startswith(i) for i in ignored) and prefilter_matches(source, [groups])
-    )
-    args = (str(path), document.source, settings, codes, fix, True)
+    codes, candidates = [], []
+    tests = is_test_file(str(path))
+    for code, (rule, other, models) in prefilters.items():
+        if any(code.startswith(i) for i in ignored) or (tests and rule.skips_tests):
+            continue
+        if not prefilter_matches(source, [other]):
+            continue
+        if prefilter_matches(source, [models]):
+            codes.append(code)
+        elif project is not None:
+            # A project-wide rule whose other groups match may find its model in an imported module: only
+            # then are the file's imports resolved (and the imported modules read and summarized).
+            candidates.append(code)
+    # The view also serves the project-wide rules that matched on their own (a training helper imported).
+    wide = candidates or any(prefilters[c][0].project_wide for c in codes)
+    conditional = (project, tuple(candidates)) if project is not None and wide else None
+    args = (str(path), document.source, settings, tuple(codes), fix, True, None, conditional)
     return time_limit(settings, document.source), (args, document)
 
 
-def encoded_prefilter(rule: type[Rule], settings: Settings) -> tuple[tuple[Token, ...], ...]:
-    """The rule's prefilter for bytes: the text is searched before it is decoded."""
-    return _encoded_prefilter(rule, settings.extra_batchnorm_models)
+def _split_prefilter(rule: type[Rule], settings: Settings):
+    """(rule, the groups every file needs, the groups naming BatchNorm models) for a project-wide
+    rule, whose model may come from an imported module; (rule, all groups, ()) for the others."""
+    if not rule.project_wide:
+        return rule, encoded_prefilter(rule, settings), ()
+    other = encoded_prefilter(rule, settings, relaxed=True)
+    return rule, other, tuple(g for g in encoded_prefilter(rule, settings) if g not in other)
+
+
+def encoded_prefilter(rule: type[Rule], settings: Settings, relaxed: bool = False) -> tuple[tuple[Token, ...], ...]:
+    """The rule's prefilter for bytes: the text is searched before it is decoded. ``relaxed``
+    leaves out the groups naming BatchNorm models (the model comes from an imported module)."""
+    return _encoded_prefilter(rule, settings.extra_batchnorm_models, relaxed)
 
 
 @functools.cache  # per process: workers reuse it for every file
-def _encoded_prefilter(rule: type[Rule], extra_models: tuple[str, ...]) -> tuple[tuple[Token, ...], ...]:
+def _encoded_prefilter(rule: type[Rule], extra_models: tuple[str, ...], relaxed: bool) -> tuple[tuple[Token, ...], ...]:
     extra = [name.rsplit(".", 1)[-1] for name in extra_models]
-    return tuple(tuple(_encoded(t) for t in group) for group in rule.prefilter_groups(extra))
+    groups = rule.prefilter_groups(extra, relaxed=relaxed)
+    return tuple(tuple(_encoded(t) for t in group) for group in groups)
 
 
 def _encoded(token: str | re.Pattern[str]) -> Token:

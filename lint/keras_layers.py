@@ -22,14 +22,12 @@ from typing import Iterable
 
 import libcst as cst
 
-from lint.keras_models import BN_CLASSES, BN_NAMES, KerasModels, is_bn_application, is_bn_class
+from lint.frameworks.keras import BN_CLASSES, BN_NAMES, DROPOUT_CLASSES, SHAPE_ONLY_CLASSES, is_bn_application, is_bn_class
+from lint.keras_models import KerasModels
 from lint.names import ImportMap, dotted, keras_name
 from lint.nodes import children, names
 
 #: Bernoulli dropout layers: the variance shift of Li et al. (CVPR 2019).
-DROPOUT_CLASSES = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
-#: Layers that move values without changing them: a Dropout stays "directly before" across them.
-SHAPE_ONLY_CLASSES = frozenset({"Flatten", "Reshape", "Permute"})
 
 _TRAIN_NAME = re.compile(r"^_*train|(^|_)train(ing)?_step$")
 _TRAINING_CALLS = frozenset({"GradientTape", "apply_gradients", "minimize"})

@@ -19,50 +19,12 @@ from typing import Iterable, Iterator
 
 import libcst as cst
 
+from lint.frameworks.keras import BN_NAMES, is_bn_application, is_bn_class
 from lint.names import ImportMap, dotted, keras_name
 from lint.nodes import children, names, walk
 
-# keras.applications constructors whose models contain BatchNormalization. VGG16/VGG19 have
-# none and ConvNeXt uses LayerNormalization, so they are deliberately absent.
-_REGNET_SIZES = ("002", "004", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320")
-BN_APPLICATIONS = frozenset(
-    ["ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2"]
-    + [f"ResNetRS{n}" for n in (50, 101, 152, 200, 270, 350, 420)]
-    + ["InceptionV3", "InceptionResNetV2", "Xception"]
-    + ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"]
-    + [f"EfficientNetB{i}" for i in range(8)]
-    + [f"EfficientNetV2B{i}" for i in range(4)]
-    + ["EfficientNetV2S", "EfficientNetV2M", "EfficientNetV2L"]
-    + ["DenseNet121", "DenseNet169", "DenseNet201", "NASNetMobile", "NASNetLarge"]
-    + [f"RegNet{kind}{size}" for kind in "XY" for size in _REGNET_SIZES]
-)
-BN_CLASSES = frozenset({"BatchNormalization", "SyncBatchNormalization"})
-BN_NAMES = BN_CLASSES | BN_APPLICATIONS  # the last name of every BatchNormalization constructor
-
-#: Substrings a file must contain to hold a BatchNormalization-bearing model at all.
-BN_MODEL_TOKENS = (
-    "BatchNorm",
-    "ResNet",
-    "Inception",
-    "Xception",
-    "MobileNet",
-    "EfficientNet",
-    "DenseNet",
-    "NASNet",
-    "RegNet",
-)
-
 _GRAPH_ATTRS = frozenset({"output", "outputs", "input", "inputs"})
 _RECURSIVE_LAYER_ITERS = frozenset({"submodules", "_flatten_layers"})
-
-
-def is_bn_application(qualname: str | None) -> bool:
-    name = keras_name(qualname)
-    return bool(name) and name.startswith("keras.applications.") and name.rsplit(".", 1)[-1] in BN_APPLICATIONS
-
-
-def is_bn_class(qualname: str | None) -> bool:
-    return bool(qualname) and qualname.rsplit(".", 1)[-1] in BN_CLASSES
 
 
 def _is_keras(qualname: str | None, *names: str) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from lint.frameworks.keras import keras_name  # noqa: F401  (re-exported: rules spell it lint.names.keras_name)
+
 
 class ImportMap:
     """Local name -> fully qualified name, from every ``import`` in the file (any scope)."""
@@ -97,27 +99,3 @@ def _imports(module: cst.Module):
                     stack.append(extra.body)
         elif isinstance(node, cst.SimpleStatementSuite):
             stack.extend(node.body)
-
-
-# Module prefixes under which the Keras API is reachable; all map to ``keras.``.
-_KERAS_PREFIXES = (
-    "tensorflow.compat.v2.keras.",
-    "tensorflow.compat.v1.keras.",
-    "tensorflow.python.keras.",
-    "tensorflow.keras.",
-    "tf_keras.",
-    "keras.src.",
-    "keras.api.",
-)
-
-
-def keras_name(qualname: str | None) -> str | None:
-    """Canonical ``keras.…`` spelling of a Keras qualified name, or None if not Keras."""
-    if qualname is None:
-        return None
-    for prefix in _KERAS_PREFIXES:
-        if qualname.startswith(prefix):
-            return "keras." + qualname[len(prefix) :]
-    if qualname == "keras" or qualname.startswith("keras."):
-        return qualname
-    return None

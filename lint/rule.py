@@ -73,6 +73,14 @@ class Rule:
     #: group first (one rare substring beats many tokens or a pattern).
     prefilter: ClassVar[tuple[tuple[str | re.Pattern[str], ...], ...]] = ()
     fixable: ClassVar[bool] = False
+    #: the rule reads the project index (``lint.flow.project``): a file may take its model from
+    #: another module of the project, so the groups naming BatchNorm models (those holding
+    #: "BatchNorm" or "BatchNorm2d") are waived for a file that imports a ``framework`` model with it.
+    project_wide: ClassVar[bool] = False
+    framework: ClassVar[str] = ""
+    #: an inference rule: unit tests run BatchNorm in training mode on purpose, so test files
+    #: (``tests/``, ``test_*.py``, ``*_test.py``, ``conftest.py``) are not even parsed for it
+    skips_tests: ClassVar[bool] = False
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[Invalid]] = []
 
@@ -80,12 +88,19 @@ class Rule:
         raise NotImplementedError
 
     @classmethod
-    def prefilter_groups(cls, extra_tokens: Iterable[str] = ()) -> tuple[tuple[str | re.Pattern[str], ...], ...]:
-        """The prefilter, widened by user-configured tokens (e.g. ``extra-batchnorm-models``)."""
+    def prefilter_groups(
+        cls, extra_tokens: Iterable[str] = (), relaxed: bool = False
+    ) -> tuple[tuple[str | re.Pattern[str], ...], ...]:
+        """The prefilter, widened by user-configured tokens (e.g. ``extra-batchnorm-models``);
+        ``relaxed``: without the groups naming BatchNorm models (a project-wide rule's model
+        may be imported)."""
+        groups = cls.prefilter
+        if relaxed:
+            groups = tuple(g for g in groups if not (_is_model_group(g) or "BatchNorm2d" in g))
         extra = tuple(extra_tokens)
         if not extra:
-            return cls.prefilter
-        return tuple(group + extra if _is_model_group(group) else group for group in cls.prefilter)
+            return groups
+        return tuple(group + extra if _is_model_group(group) else group for group in groups)
 
     @classmethod
     def docs(cls) -> "RuleDoc":

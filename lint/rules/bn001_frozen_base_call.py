@@ -5,7 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.keras_models import BN_MODEL_TOKENS, Call, GraphReuse
+from lint.frameworks.keras import BN_MODEL_TOKENS
+from lint.keras_models import Call, GraphReuse
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
 from lint.rules._keras_advice import keep_frozen_too, when_it_bites
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from lint.context import FileContext
-from lint.keras_models import BN_MODEL_TOKENS, Placement
+from lint.frameworks.keras import BN_MODEL_TOKENS
+from lint.keras_models import Placement
 from lint.rule import Invalid, Rule, Severity, Violation, assignment
 from lint.rules._keras_advice import keep_frozen_too, when_it_bites
 

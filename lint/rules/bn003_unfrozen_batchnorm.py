@@ -6,7 +6,8 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.keras_models import BN_MODEL_TOKENS, KerasModels, Model, Unfreeze, is_bn_class
+from lint.frameworks.keras import BN_MODEL_TOKENS
+from lint.keras_models import KerasModels, Model, Unfreeze, is_bn_class
 from lint.names import ImportMap, keras_name
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
 

@@ -5,8 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
+from lint.frameworks.keras import BN_MODEL_TOKENS, is_bn_class
 from lint.keras_layers import all_params, training_true
-from lint.keras_models import BN_MODEL_TOKENS, is_bn_class
 from lint.rule import Invalid, Rule, Severity, Violation
 
 _FIX_HINT = "mark a deliberate use (e.g. pix2pix-style GAN sampling) with `# noqa: BN004`"

@@ -5,11 +5,11 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.keras_models import BN_MODEL_TOKENS
+from lint.frameworks.keras import BN_MODEL_TOKENS
 from lint.names import dotted
 from lint.nodes import walk
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import (
+from lint.frameworks.torch import (
     TORCH_BN_CLASS,
     TORCHVISION_BN,
     TORCHVISION_BN_TOKENS,
@@ -96,6 +96,8 @@ class BatchesOfOne(Rule):
     severity = Severity.WARNING
     summary = "BatchNormalization trained on batches of one sample"
     # Keras: a literal batch size of 1 (or a ``*_SIZE = 1`` constant); PyTorch: any DataLoader
+    project_wide = True
+    framework = "torch"
     prefilter = (
         ("batch_size=1", "batch_size = 1", "SIZE = 1", "SIZE=1", ".batch(1)", "DataLoader"),
         BN_MODEL_TOKENS + TORCHVISION_BN_TOKENS,
@@ -128,9 +130,54 @@ bn = torch.nn.BatchNorm1d(20)
 train_set = TensorDataset(torch.randn(1025, 20), torch.zeros(1025))
 loader = DataLoader(train_set, batch_size=64, shuffle=True, drop_last=True)
 """,
+        # cause 9: a loader read only to compute per-channel statistics feeds no model
+        """
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+def init_params(net):
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+def get_mean_and_std(dataset):
+    loader = DataLoader(dataset, batch_size=1, shuffle=True)
+    mean = torch.zeros(3)
+    for inputs, targets in loader:
+        mean += inputs.mean(dim=(0, 2, 3))
+    return mean / len(dataset)
+""",
     ]
 
     INVALID = [
+        # a loader without shuffling whose batches, moved to the device, train a model with BatchNorm
+        Invalid(
+            """
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from torchvision.models import resnet50
+loader = DataLoader(images_set, batch_size=1, num_workers=8)
+model = nn.Sequential(resnet50(weights="DEFAULT"), nn.Linear(1000, 26))
+model.train()
+for epoch in range(10):
+    for i, (images, targets) in enumerate(loader):
+        images = images.to(device)
+        loss = criterion(model(images), targets.to(device))
+        loss.backward()
+"""
+        ),
+        # cause 9: the batch size comes through a ``**train_kwargs`` dict
+        Invalid(
+            """
+import torchvision
+from torch.utils.data import DataLoader
+train_kwargs = dict(batch_size=1, shuffle=True)
+model = torchvision.models.resnet18(num_classes=10)
+loader = DataLoader(train_set, **train_kwargs)
+for x, y in loader:
+    loss_fn(model(x), y).backward()
+"""
+        ),
         Invalid(
             """
 from tensorflow import keras
@@ -173,7 +220,7 @@ loader = data.DataLoader(train_dataset, shuffle=True)
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         facts = _Facts(ctx)
         yield from self._keras(ctx, facts)
-        if ctx.imports.imports_from("torch") and facts.torch_bn:
+        if ctx.imports.imports_from("torch"):
             yield from self._torch(ctx, facts)
 
     def _keras(self, ctx: FileContext, facts: "_Facts") -> Iterator[Violation]:
@@ -196,24 +243,33 @@ loader = data.DataLoader(train_dataset, shuffle=True)
                 )
 
     def _torch(self, ctx: FileContext, facts: "_Facts") -> Iterator[Violation]:
-        for call, name in facts.loaders:
-            if not facts.is_training_loader(call, name, ctx):
+        # The loaders, their batch sizes (through constants and ``**loader_kwargs`` dicts) and what
+        # their batches feed come from the flow analysis; dataset sizes from the file's literals.
+        for loader in ctx.flow.loaders:
+            call, name = loader.call, loader.name
+            feeds = loader.feeds_batchnorm_in_training()
+            if feeds is False:  # read here, and no training forward of a BatchNorm model sees its batches
                 continue
+            if feeds is None and not (facts.torch_bn and facts.is_training_loader(call, name, ctx)):
+                continue  # its batches are read elsewhere: a training loader of a file with BatchNorm models
             label = f"`{name}`" if name else "this DataLoader"
-            if any(_keyword(call, k) is not None for k in ("batch_sampler", "sampler")) and _batch_arg(call) is None:
+            keywords = loader.keywords
+            if ("batch_sampler" in keywords or "sampler" in keywords) and "batch_size" not in keywords:
                 continue
             size = _batch_arg(call)
-            batch = 1 if size is None else facts.int_of(size)
+            batch = loader.batch_size
+            if batch is None and size is not None:
+                batch = facts.int_of(size)
             if batch == 1:
-                how = "batch_size=1" if size is not None else "DataLoader's default batch_size is 1"
+                given = "batch_size" in keywords
+                how = "batch_size=1" if given else "DataLoader's default batch_size is 1"
                 yield Violation(
                     call,
                     f"{label} feeds a model with BatchNorm batches of one sample ({how}): {_TORCH_EFFECT}; "
                     f"use batch_size=16 or more, or keep the BatchNorm modules in eval() / use GroupNorm",
                 )
                 continue
-            drop_last = _keyword(call, "drop_last")
-            if batch is None or batch < 2 or drop_last is not None:
+            if batch is None or batch < 2 or "drop_last" in keywords or "**" in keywords:
                 continue
             dataset = _keyword(call, "dataset") or (call.args[0].value if call.args and call.args[0].keyword is None else None)
             samples = facts.size_of(dataset) if dataset is not None else None
@@ -261,19 +317,14 @@ class _Facts:
         layers = ctx.keras_layers
         self.values: dict[str, list[cst.BaseExpression]] = {}
         self.split_sizes: dict[str, list[cst.BaseExpression]] = {}
-        self.loaders: list[tuple[cst.Call, str | None]] = []
         for target, value in layers.assignments:
             self._bind(target, value)
-        named = {id(call) for call, _ in self.loaders}
-        self.loaders += [(call, None) for call, _ in layers.calls if id(call) not in named and self._is_loader(call)]
         self.trained_names = {name for loop in layers.loops if (name := _loop_over(loop)) and _trains(loop.body)}
         self.torch_bn = any(self.is_torch_bn(node) for node in layers.references.values())
 
     def _bind(self, target, value) -> None:
         if isinstance(target, cst.Name):
             self.values.setdefault(target.value, []).append(value)
-            if self._is_loader(value):
-                self.loaders.append((value, target.value))
         elif isinstance(target, (cst.Tuple, cst.List)):
             # ``train_set, val_set = random_split(dataset, [900, 101])``
             sizes = None
@@ -288,12 +339,6 @@ class _Facts:
                         self.split_sizes.setdefault(name, []).append(sizes[i])
                     else:  # unpacked from something else: two entries, never a single known value
                         self.values.setdefault(name, []).extend([cst.Name("_unknown")] * 2)
-
-    def _is_loader(self, node) -> bool:
-        if not isinstance(node, cst.Call) or not isinstance(node.func, (cst.Name, cst.Attribute)):
-            return False
-        qualname = self.ctx.imports.qualname(node.func) or ""
-        return qualname.rsplit(".", 1)[-1] == "DataLoader" and (qualname.startswith("torch.") or "." not in qualname)
 
     def is_torch_bn(self, node) -> bool:
         last = node.value if isinstance(node, cst.Name) else node.attr.value

@@ -4,7 +4,8 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import TORCH_BN_TOKENS, TORCH_IMPORT, Forward, Freeze
+from lint.flow.events import Forward, Freeze
+from lint.frameworks.torch import TORCH_BN_TOKENS, TORCH_IMPORT
 
 
 class FrozenBackboneBatchNormUpdates(Rule):
@@ -73,7 +74,10 @@ class FrozenBackboneBatchNormUpdates(Rule):
     name = "torch-frozen-batchnorm-updates"
     severity = Severity.WARNING
     summary = "PyTorch: frozen backbone whose BatchNorm still updates its running statistics"
-    prefilter = (("requires_grad",), ("torch",), (TORCH_IMPORT,), TORCH_BN_TOKENS)
+    project_wide = True
+    framework = "torch"
+    # "backward"/"train(": a file that only trains a model frozen in another module of the project
+    prefilter = (("requires_grad", "backward", "train("), ("torch",), (TORCH_IMPORT,), TORCH_BN_TOKENS)
 
     VALID = [
         # the frozen BatchNorm layers are put back in eval mode after train()
@@ -134,9 +138,127 @@ for p in model.parameters():
 for x, y in loader:
     criterion(model(x), y).backward()
 """,
+        # cause 7: the freeze sits in a branch that cannot run
+        """
+import torch
+import torchvision
+FREEZE = False
+model = torchvision.models.resnet18(weights="DEFAULT")
+if FREEZE:
+    for p in model.parameters():
+        p.requires_grad = False
+model.train()
+for x, y in loader:
+    criterion(model(x), y).backward()
+""",
+        # frozen only on the branch where the model is put in eval mode
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+if args.weights == "freeze":
+    model.requires_grad_(False)
+    model.fc.requires_grad_(True)
+for epoch in range(epochs):
+    if args.weights == "finetune":
+        model.train()
+    elif args.weights == "freeze":
+        model.eval()
+    for x, y in loader:
+        criterion(model(x), y).backward()
+""",
     ]
 
     INVALID = [
+        # a builder that returns the frozen model with its transforms, unpacked by the caller
+        Invalid(
+            """
+import torch
+import torchvision
+def create_model(num_classes=3):
+    weights = torchvision.models.EfficientNet_B2_Weights.DEFAULT
+    model = torchvision.models.efficientnet_b2(weights=weights)
+    for param in model.parameters():
+        param.requires_grad = False
+    model.classifier = torch.nn.Linear(1408, num_classes)
+    return model, weights.transforms()
+model, transforms = create_model()
+model.train()
+for x, y in loader:
+    loss_fn(model(x), y).backward()
+"""
+        ),
+        # cause 3: a model derived from a torchvision model's children keeps its BatchNorm
+        Invalid(
+            """
+import torch.nn as nn
+import torchvision
+resnet = torchvision.models.resnet50(weights="DEFAULT")
+backbone = nn.Sequential(*list(resnet.children())[:-1])
+for p in backbone.parameters():
+    p.requires_grad = False
+head = nn.Linear(2048, 3)
+for x, y in loader:
+    loss_fn(head(backbone(x).flatten(1)), y).backward()
+"""
+        ),
+        # cause 1: ``for phase in ["train", "val"]`` with the mode set per phase: the training phase trains the
+        # frozen backbone in train() mode
+        # the frozen front end runs under no_grad inside the training loop, in train() mode
+        Invalid(
+            """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+model.requires_grad_(False)
+model.layer4.requires_grad_(True)
+for epoch in range(epochs):
+    model.train()
+    for x, y in loader:
+        with torch.no_grad():
+            h = model.layer3(model.layer2(model.layer1(model.conv1(x))))
+        loss = criterion(model.fc(model.layer4(h).mean((2, 3))), y)
+        loss.backward()
+"""
+        ),
+        Invalid(
+            """
+import torch
+import torchvision
+model = torchvision.models.resnet18(weights="DEFAULT")
+for p in model.parameters():
+    p.requires_grad = False
+model.fc = torch.nn.Linear(512, 2)
+for epoch in range(10):
+    for phase in ["train", "val"]:
+        if phase == "train":
+            model.train()
+        else:
+            model.eval()
+        for x, y in loaders[phase]:
+            with torch.set_grad_enabled(phase == "train"):
+                loss = criterion(model(x), y)
+                if phase == "train":
+                    loss.backward()
+                    optimizer.step()
+"""
+        ),
+        # cause 1: ``net.train() if is_train else net.eval()``: the training branch certainly runs
+        Invalid(
+            """
+import torchvision
+def run_epoch(net, loader, is_train):
+    net.train() if is_train else net.eval()
+    for x, y in loader:
+        loss = criterion(net(x), y)
+        if is_train:
+            loss.backward()
+backbone = torchvision.models.mobilenet_v2(weights="DEFAULT")
+backbone.requires_grad_(False)
+for epoch in range(epochs):
+    run_epoch(backbone, train_loader, args.train)
+"""
+        ),
         Invalid(
             """
 import torch
@@ -192,7 +314,7 @@ train_one_epoch(encoder, loader, opt)
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_modules
+        tm = ctx.flow
         if tm.uses_frozen_bn:  # BatchNorm may be swapped for FrozenBatchNorm2d: prefer silence
             return
         freezes = tm.all_of(Freeze)
@@ -200,7 +322,8 @@ train_one_epoch(encoder, loader, opt)
             return
         reported: set[int] = set()
         for forward in tm.all_of(Forward):
-            if forward.context != "training" or forward.mode != "train":
+            # may-train is enough: the training branch of ``model.train() if is_train else model.eval()`` runs
+            if forward.context != "training" or not forward.mode.may("train"):
                 continue
             for freeze in freezes:
                 if id(freeze.node) in reported:
@@ -211,16 +334,22 @@ train_one_epoch(encoder, loader, opt)
                     part = forward.module
                 else:
                     continue
-                if part.contains_bn() is not True or tm.mode_in(part, forward.state)[0] != "train":
+                if part.contains_bn() is not True or not tm.mode_in(part, forward.state).may("train"):
                     continue
                 if tm.bn_kept_in_eval(part, forward.state):
                     continue
+                setter = tm.setter_event(tm.mode_in(part, forward.state).setter("train"))
+                if setter is not None and tm.exclusive(freeze, setter):  # frozen only where eval() is chosen
+                    continue
                 reported.add(id(freeze.node))
                 name = freeze.name or part.label
-                trained = ctx.code(forward.node.func)
+                frozen_at = f" at {freeze.elsewhere}" if freeze.elsewhere else ""
+                trained = f"`{ctx.code(forward.node.func)}(...)`"
+                if forward.reason:  # trained by a function of another module: the evidence, where it is
+                    trained += f" (`{forward.reason}` calls .train() and .backward())"
                 yield Violation(
                     freeze.node,
-                    f"`{name}` is frozen, but `{trained}(...)` trains in training mode, so its BatchNorm layers "
+                    f"`{name}`{part.provenance()} is frozen{frozen_at}, but {trained} trains in training mode, so its BatchNorm layers "
                     f"keep overwriting running_mean/running_var (requires_grad stops gradients, not statistics): "
                     f"after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use "
                     f"FrozenBatchNorm2d",

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import libcst as cst
+
 from lint.context import FileContext
+from lint.nodes import walk
 from lint.rule import Invalid, Rule, Severity, Violation
-from lint.torch_modules import TORCH_BN_TOKENS, TORCH_IMPORT, EvalCarriedOver, Forward
+from lint.flow.events import EvalCarriedOver, Forward
+from lint.frameworks.torch import TORCH_BN_TOKENS, TORCH_IMPORT
 
 
 class InferenceWithoutEval(Rule):
@@ -78,6 +82,9 @@ class InferenceWithoutEval(Rule):
     name = "torch-inference-without-eval"
     severity = Severity.WARNING
     summary = "PyTorch: model with BatchNorm used for inference in training mode"
+    project_wide = True
+    framework = "torch"
+    skips_tests = True
     prefilter = (
         ("torch",),
         (TORCH_IMPORT,),
@@ -130,9 +137,133 @@ def evaluate(model, loader):
     with torch.no_grad():
         return [model(x) for x, _ in loader]
 """,
+        # cause 5: a forward on a random tensor only to look at the output's shape
+        """
+import torch
+import torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+    def forward(self, x):
+        return self.bn(self.conv(x))
+def test():
+    net = Net()
+    y = net(torch.randn(2, 3, 32, 32))
+    print(y.size())
+test()
+""",
+        # cause 7: code that cannot run
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet18()
+if False:
+    with torch.no_grad():
+        model(images)
+""",
+        # cause 1: the validation phase of ``for phase in ("train", "val")`` puts the model in eval mode
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+for epoch in range(5):
+    for phase in ("train", "val"):
+        if phase == "train":
+            model.train()
+        else:
+            model.eval()
+        for x, y in loaders[phase]:
+            with torch.set_grad_enabled(phase == "train"):
+                loss = criterion(model(x), y)
+                if phase == "train":
+                    loss.backward()
+""",
+        # cause 9: eval() for validation, train() again a few lines later
+        """
+import torch
+from torchvision.models import resnet18
+model = resnet18()
+for epoch in range(3):
+    for x, y in train_loader:
+        loss_fn(model(x), y).backward()
+    model.eval()
+    with torch.no_grad():
+        score = sum(model(x).argmax(1).eq(y).sum() for x, y in val_loader)
+    model.train()
+""",
+        # cause 9: train() at the top of the inner batch loop undoes the eval() of the evaluation at the end
+        # of each epoch, whose own forwards run in eval mode as meant
+        """
+import torch
+import torch.nn as nn
+generator = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Linear(16, 4))
+for epoch in range(epochs):
+    for i, (imgs, _) in enumerate(dataloader):
+        generator.train()
+        loss = loss_fn(generator(noise), imgs)
+        loss.backward()
+        optimizer.step()
+    generator.eval()
+    samples = generator(fixed_noise)
+""",
+        # no_grad inside a training step: features for the step, not inference (BN101's concern)
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+model.train()
+for x, y in loader:
+    with torch.no_grad():
+        h = model.layer3(model.layer2(model.layer1(x)))
+    loss = criterion(model.fc(model.layer4(h).mean((2, 3))), y)
+    loss.backward()
+""",
+        # the evaluation helper itself puts the model in train() mode when asked to: a deliberate comparison
+        """
+import torch
+import torch.nn as nn
+net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+def test(model, train=False):
+    if train:
+        model.train()
+    else:
+        model.eval()
+    with torch.no_grad():
+        return model(x_test)
+test(net, train=True)
+""",
     ]
 
     INVALID = [
+        # cause 4: the constructor through a local alias
+        Invalid(
+            """
+import torch
+import torchvision
+Base = torchvision.models.resnet50
+model = Base(weights="DEFAULT")
+with torch.no_grad():
+    out = model(images)
+"""
+        ),
+        # cause 1: the validation phase never calls eval(): it runs in the training phase's train() mode
+        Invalid(
+            """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights="DEFAULT")
+for phase in ["train", "val"]:
+    if phase == "train":
+        model.train()
+    for x, y in loaders[phase]:
+        with torch.set_grad_enabled(phase == "train"):
+            loss = criterion(model(x), y)
+            if phase == "train":
+                loss.backward()
+"""
+        ),
         Invalid(
             """
 import torch
@@ -187,10 +318,15 @@ for epoch in range(20):
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_modules
+        tm = ctx.flow
         reported: set[int] = set()
+        tests = ctx.is_test_file  # unit tests run BatchNorm in training mode on purpose
         for event in tm.all_of(Forward):
-            if event.context != "inference" or event.mode != "train" or id(event.node) in reported:
+            if event.context != "inference" or not event.mode.must("train") or id(event.node) in reported:
+                continue
+            if event.data == "random" or tests:  # ``net(torch.randn(2, 3, 32, 32))``: a shape check, not inference
+                continue
+            if _set_by_the_function_itself(event):  # ``def test(model, train): model.train() if train ...``: on purpose
                 continue
             if event.module.contains_bn() is not True:
                 continue
@@ -202,7 +338,7 @@ for epoch in range(20):
             note = " (no_grad does not change the mode)" if "grad" in event.reason or "inference" in event.reason else ""
             yield Violation(
                 event.node,
-                f"`{name}` is called {where}{via} in training mode ({since}): its BatchNorm layers normalize "
+                f"`{name}`{event.module.provenance()} is called {where}{via} in training mode ({since}): its BatchNorm layers normalize "
                 f"with the batch's own statistics and overwrite their running statistics{note}; call "
                 f"`{_root(name)}.eval()` before it",
             )
@@ -218,6 +354,15 @@ for epoch in range(20):
             )
 
 
+def _set_by_the_function_itself(event: Forward) -> bool:
+    """The function that runs the inference put the model in train() mode itself: deliberate."""
+    setter, function = event.mode_node("train"), event.function
+    explicit = isinstance(setter, cst.Call) and isinstance(setter.func, cst.Attribute) and setter.func.attr.value == "train"
+    if not explicit or function is None:
+        return False
+    return any(n is setter for n in walk(function.body))
+
+
 def _where(reason: str) -> str:
     if reason.startswith("@"):
         return f"in a function decorated `{reason}`"
@@ -227,7 +372,7 @@ def _where(reason: str) -> str:
 
 
 def _since(ctx: FileContext, event: Forward) -> str:
-    node = event.mode_node
+    node = event.mode_node("train")
     if node is None:
         return "PyTorch builds modules in training mode"
     code = ctx.code(node)

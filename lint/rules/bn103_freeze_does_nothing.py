@@ -6,7 +6,8 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
-from lint.torch_modules import TORCH_IMPORT, AttributeFreeze, ModeOverwrite
+from lint.flow.events import AttributeFreeze, ModeOverwrite
+from lint.frameworks.torch import TORCH_IMPORT
 
 
 class FreezeDoesNothing(Rule):
@@ -63,6 +64,8 @@ class FreezeDoesNothing(Rule):
     severity = Severity.ERROR
     summary = "PyTorch: `module.requires_grad = False` or `model.train = True` freezes nothing"
     # The assignments the analysis reads: ``X.requires_grad = False``, ``X.train``/``X.eval`` = a bool.
+    project_wide = True
+    framework = "torch"
     prefilter = (
         ("torch",),
         (TORCH_IMPORT,),
@@ -170,7 +173,7 @@ model.train = True
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        tm = ctx.torch_modules
+        tm = ctx.flow
         for event in tm.of(AttributeFreeze):
             assign: cst.Assign = event.node
             target = event.target

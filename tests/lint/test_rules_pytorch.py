@@ -12,7 +12,8 @@ import libcst as cst
 import pytest
 
 from lint.names import ImportMap
-from lint.torch_modules import Forward, Freeze, TorchModules
+from lint.flow.events import Forward, Freeze
+from lint.flow.walk import Flow
 
 from .helpers import check, run_cli
 
@@ -313,6 +314,22 @@ def test_bn102_pytest_functions_are_not_inference(tmp_path):
     assert result.returncode == 0, result.stdout
 
 
+def test_bn102_unit_tests_that_run_batchnorm_in_training_mode_on_purpose_are_not_reported(tmp_path):
+    # cause 10: a test comparing BatchNorm's training-mode output with a reference, under no_grad
+    code = (
+        "import torch\nimport torch.nn as nn\n\ndef check_against_reference(x, expected):\n"
+        "    bn = nn.Sequential(nn.BatchNorm1d(4))\n    with torch.no_grad():\n        out = bn(x)\n"
+        "    assert torch.allclose(out, expected)\n"
+    )
+    assert codes(code, "BN102") == ["BN102"]  # the same code outside a test file is inference in training mode
+    for name in ("tests/helpers.py", "test_bn.py", "bn_test.py"):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(code)
+        result = run_cli(str(path), "--select", "BN102")
+        assert result.returncode == 0, (name, result.stdout)
+
+
 EPOCH_LOOP = """
 import torch
 import torch.nn as nn
@@ -427,7 +444,7 @@ def test_bn103_modules_of_every_kind():
 # -- the shared analysis, as BN007 uses it ------------------------------------------------------
 
 
-def test_torch_modules_answers_which_values_are_modules_with_batchnorm():
+def test_flow_answers_which_values_are_modules_with_batchnorm():
     source = textwrap.dedent(
         """
         import torch.nn as nn
@@ -442,13 +459,13 @@ def test_torch_modules_answers_which_values_are_modules_with_batchnorm():
         """
     )
     module = cst.parse_module(source)
-    tm = TorchModules(module, ImportMap(module))
+    tm = Flow(module, ImportMap(module))
     # module_at answers for names where they are *used*
     [freeze] = tm.of(Freeze)
     assert freeze.module.label == "resnet18()" and freeze.module.contains_bn()
     [forward] = tm.of(Forward)
     assert tm.module_at(forward.node.func) is forward.module and forward.module.contains_bn() is True
-    assert forward.mode == "train"
+    assert forward.mode.must("train")
 
 
 # -- the bundled examples ----------------------------------------------------------------------

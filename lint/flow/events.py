@@ -1,0 +1,95 @@
+"""Events the flow analysis records as it walks: what the program does to its values, in order.
+
+Rules are queries over these (``FileContext.flow.of(Forward)``): each event names the
+module value it concerns, the node to report at, and the state it saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from lint.flow.values import TRAIN, UNKNOWN_MODE, Loader, Mode, ModuleValue
+
+
+@dataclass
+class Event:
+    module: ModuleValue
+    node: cst.CSTNode
+    seq: int
+    #: the ``if`` tests it sits under, innermost last, each with whether it holds there (its body) or not (else)
+    conditions: tuple = ()
+
+
+@dataclass
+class Freeze(Event):
+    """Parameters of ``module`` frozen: ``requires_grad_(False)`` or ``p.requires_grad = False`` over them.
+    ``name`` is the module as written there (``model.backbone``)."""
+
+    name: str = ""
+    elsewhere: str = ""  # frozen in another module of the project, there ("config.py:14"); ``node`` is its first use here
+
+
+@dataclass
+class AttributeFreeze(Event):
+    """``module.requires_grad = False`` on a known ``nn.Module``: a plain attribute, nothing frozen.
+    ``node`` is the ``Assign``; ``target`` its ``X.requires_grad`` attribute."""
+
+    target: cst.Attribute | None = None
+
+
+@dataclass
+class ModeOverwrite(Event):
+    """``model.train = True`` / ``model.eval = False``: the method replaced by a value. ``node`` is the ``Assign``."""
+
+    attr: str = "train"
+
+
+@dataclass
+class ModeSet(Event):
+    mode: str = "train"  # "train" | "eval" | "bn-eval" (only its BatchNorm modules put in eval)
+    chain: tuple = ()  # the call sites of the helpers it sits in, outermost first
+
+
+@dataclass
+class Forward(Event):
+    """``module(x)`` or ``module.forward(x)``.
+
+    ``context`` is "training" (a loop or function that calls ``.backward()``), "inference"
+    (``reason`` says why) or "other". ``mode`` is the set of modes the module may be in there,
+    each with what set it (a constructor or a ``.train()`` call). ``data`` is where its input
+    comes from: "random" (``torch.randn(...)``, a shape check), "data" or "" (unknown).
+    ``training`` is the call's ``training`` argument (Keras).
+    ``via`` is the outermost call site when the forward sits in a helper walked at a call.
+    """
+
+    context: str = "other"
+    reason: str = ""
+    mode: Mode = UNKNOWN_MODE
+    data: str = ""
+    training: str = "absent"  # Keras's ``training`` argument: "true" | "false" | "other" | "absent"
+    function: cst.FunctionDef | None = None  # the innermost function it runs in
+    via: cst.CSTNode | None = None
+    state: dict = field(default_factory=dict, repr=False)
+
+    def mode_node(self, mode: str = TRAIN) -> cst.CSTNode | None:
+        return self.mode.setter(mode)
+
+
+@dataclass
+class EvalCarriedOver(Event):
+    """An ``.eval()`` in a training loop that the next iteration trains under. ``node`` is the statement's
+    call in the loop body that puts the model in eval mode."""
+
+    forward: cst.CSTNode | None = None
+    loop: cst.CSTNode | None = None
+    eval_call: cst.CSTNode | None = None  # the ``.eval()`` (``node`` is the helper call when it sits in one)
+
+
+@dataclass
+class LoaderFeeds(Event):
+    """A training forward of ``module`` on a batch read from ``loader`` (``for x, y in loader: model(x)``)."""
+
+    loader: Loader | None = None
+    mode: Mode = UNKNOWN_MODE

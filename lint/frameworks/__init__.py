@@ -1,0 +1,1 @@
+"""Framework knowledge (Keras, PyTorch): names, constructors and calls, one module per framework."""

@@ -1,0 +1,252 @@
+"""Cross-file findings (cause 2 of issue 11): the files of a run are one project, imports between
+them resolve, and imported modules are read even when not given (pre-commit passes only the
+changed files). Run through the installed command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from .helpers import run_cli
+
+ENCODER = """
+import torch.nn as nn
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.bn = nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+"""
+
+PLAIN = """
+import torch.nn as nn
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x)
+"""
+
+TRAIN = """
+import torch
+{import_line}
+
+encoder = {ctor}
+for p in encoder.parameters():
+    p.requires_grad = False
+head = torch.nn.Linear(16, 2)
+for x, y in loader:
+    loss = criterion(head(encoder(x).mean((2, 3))), y)
+    loss.backward()
+"""
+
+#: a training helper of another module: train() mode, a forward, backward()
+TRAIN_HELPER = """
+            def {name}(model, loader, optimizer):
+                model.train()
+                for x, y in loader:
+                    loss = criterion(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+
+
+def findings(root: Path, *args: str) -> list[dict]:
+    result = run_cli(*args, "--format", "json", cwd=root)
+    assert result.returncode in (0, 1), result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout)["findings"]
+
+
+def test_a_model_from_a_package_reexport_is_found_with_only_the_changed_file_given(tmp_path):
+    # models/__init__.py re-exports Encoder; pre-commit passes train.py alone
+    write(tmp_path, {
+        "models/__init__.py": "from .encoder import Encoder\n",
+        "models/encoder.py": ENCODER,
+        "train.py": TRAIN.format(import_line="from models import Encoder", ctor="Encoder()"),
+    })
+    [finding] = findings(tmp_path, "train.py", "--select", "BN101")
+    assert finding["code"] == "BN101" and finding["line"] == 6
+    # the evidence chain names where the model is defined
+    assert "models/encoder.py:4" in finding["message"]
+
+
+def test_every_import_form_resolves(tmp_path):
+    forms = {
+        "from models.encoder import Encoder as Enc": "Enc()",
+        "import models.encoder as enc": "enc.Encoder()",
+        "from models import encoder": "encoder.Encoder()",
+        "from models import *": "Encoder()",
+    }
+    write(tmp_path, {"models/__init__.py": "from .encoder import *\n", "models/encoder.py": ENCODER})
+    for i, (line, ctor) in enumerate(forms.items()):
+        write(tmp_path, {f"train_{i}.py": TRAIN.format(import_line=line, ctor=ctor)})
+    found = findings(tmp_path, ".", "--select", "BN101")
+    assert sorted(f["path"] for f in found) == [f"train_{i}.py" for i in range(len(forms))]
+
+
+def test_relative_imports_inside_a_package_and_builder_functions(tmp_path):
+    write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/nets.py": """
+            import torchvision
+
+            def build():
+                return torchvision.models.resnet50(weights="DEFAULT")
+        """,
+        "pkg/run.py": """
+            import torch
+            from .nets import build
+
+            model = build()
+            with torch.no_grad():
+                out = model(images)
+        """,
+    })
+    [finding] = findings(tmp_path, "pkg/run.py", "--select", "BN102")
+    assert finding["code"] == "BN102" and "pkg/nets.py:3" in finding["message"]
+
+
+def test_a_subclass_of_an_imported_module_with_batchnorm(tmp_path):
+    write(tmp_path, {
+        "base.py": ENCODER,
+        "net.py": """
+            import torch
+            from base import Encoder
+
+            class Net(Encoder):
+                pass
+
+            net = Net()
+            with torch.no_grad():
+                y = net(batch)
+        """,
+    })
+    assert [f["code"] for f in findings(tmp_path, "net.py", "--select", "BN102")] == ["BN102"]
+
+
+def test_look_alikes_stay_quiet(tmp_path):
+    # a model without BatchNorm, a module outside the project, a broken module: no finding, no crash
+    write(tmp_path, {
+        "plain/encoder.py": PLAIN,
+        "broken.py": "def (:\n",
+        "a.py": TRAIN.format(import_line="from plain.encoder import Encoder", ctor="Encoder()"),
+        "b.py": TRAIN.format(import_line="from somewhere_else import Encoder", ctor="Encoder()"),
+        "c.py": TRAIN.format(import_line="from broken import Encoder", ctor="Encoder()"),
+    })
+    assert findings(tmp_path, "a.py", "b.py", "c.py", "--select", "BN1") == []
+
+
+def test_a_keras_model_built_in_another_module_and_trained_in_a_custom_step(tmp_path):
+    write(tmp_path, {
+        "nets.py": """
+            from tensorflow import keras
+
+            def make_classifier():
+                return keras.Sequential([keras.layers.Dense(32), keras.layers.BatchNormalization(),
+                                         keras.layers.Dense(2)])
+        """,
+        "train.py": """
+            import tensorflow as tf
+            from nets import make_classifier
+
+            model = make_classifier()
+            for x, y in ds:
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model(x))
+                optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        """,
+    })
+    [finding] = findings(tmp_path, "train.py", "--select", "BN008")
+    assert finding["line"] == 7 and "nets.py:3" in finding["message"]
+
+
+def test_a_notebook_importing_a_local_module(tmp_path):
+    cell = TRAIN.format(import_line="from model import Encoder", ctor="Encoder()").strip().splitlines(keepends=True)
+    notebook = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": cell}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    write(tmp_path, {"model.py": ENCODER})
+    (tmp_path / "train.ipynb").write_text(json.dumps(notebook))
+    [finding] = findings(tmp_path, "train.ipynb", "--select", "BN101")
+    assert finding["cell"] == 1
+
+
+def test_a_training_function_of_another_module_trains_its_parameter(tmp_path):
+    # engine.train(model) -> train_step(model) puts it in train() mode and calls backward: a namespace package
+    write(tmp_path, {
+        "lib/engine.py": TRAIN_HELPER.format(name="train_step") + """
+            def train(model, loader, optimizer, epochs):
+                for _ in range(epochs):
+                    train_step(model=model, loader=loader, optimizer=optimizer)
+        """,
+        "finetune.py": """
+            import torchvision
+            from lib import engine
+
+            model = torchvision.models.efficientnet_b0(weights="DEFAULT")
+            for p in model.features.parameters():
+                p.requires_grad = False
+            engine.train(model, loader, optimizer, 5)
+        """,
+        "evaluate_only.py": """
+            import torchvision
+            from lib import engine
+
+            model = torchvision.models.efficientnet_b0(weights="DEFAULT")
+            for p in model.features.parameters():
+                p.requires_grad = False
+        """,
+    })
+    [finding] = findings(tmp_path, "finetune.py", "evaluate_only.py", "--select", "BN101")
+    assert finding["path"] == "finetune.py" and finding["line"] == 6
+    assert "lib/engine.py:8" in finding["message"]
+
+
+def test_built_in_one_module_frozen_in_another_trained_by_a_third(tmp_path):
+    # the evidence chain names all three places; the finding is at the model's first use in the trained file
+    write(tmp_path, {
+        "model/resnet.py": "import torchvision.models as models\n\nmodel_conv = models.resnet18(weights='DEFAULT')\n",
+        "config.py": """
+            import torch
+            from model.resnet import model_conv
+
+            for param in model_conv.parameters():
+                param.requires_grad = False
+        """,
+        "routines/train.py": TRAIN_HELPER.format(name="train"),
+        "main.py": """
+            import torch
+            from config import model_conv
+            from routines.train import train
+
+            train(model_conv, loader, optimizer)
+        """,
+        "unfrozen.py": """
+            import torch
+            from model.resnet import model_conv
+            from routines.train import train
+
+            train(model_conv, loader, optimizer)
+        """,
+    })
+    [finding] = findings(tmp_path, "main.py", "unfrozen.py", "--select", "BN101")
+    assert finding["path"] == "main.py" and finding["line"] == 2
+    message = finding["message"]
+    assert "model/resnet.py:3" in message and "frozen at config.py:4" in message and "routines/train.py:1" in message
