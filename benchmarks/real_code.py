@@ -41,6 +41,8 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
+import tempfile
 import tomllib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -75,6 +77,14 @@ REPOS: list[tuple[str, str, str, str]] = [
     ("fizyr/keras-retinanet", "7ac91dfbbacce77d6d9633fc09e16cd0ee71fd5e", "keras", "detection, frozen backbone"),
     ("qqwweee/keras-yolo3", "e6598d13c703029b2686bc2eb8d5c09badf42992", "keras", "detection, freeze then unfreeze"),
     ("google-research/simclr", "383d4143fd8cf7879ae10f1046a9baeb753ff438", "keras", "research, custom loops"),
+    # small projects drawn from code-search results for common shapes (not chosen by outcome)
+    ("VTC-AI/datnt_TL_dogs_cats", "e9ba8867059681d8443b64042ef97d4b02541820", "keras", "student project, MobileNetV2 fine-tuning, model.py/train.py"),
+    ("jinzengnju/MLinPractice", "cc5e5256dea71ed6148664aaceb82c8355074a06", "keras", "personal notes, transfer learning scripts"),
+    ("IshaqJunejo/Lemon-Disease-Detector", "43671801dcdba158df3116fd67c382086aef0cfd", "keras", "small app, saved MobileNetV2 base"),
+    ("CHUht/AdversarialCaptcha", "c47034f495d7eeb9ef3debec7369bcd43f9fb387", "keras", "student project, adversarial examples"),
+    ("ssrianyiyi/stock-prediction", "ef17b9f5a73bb6039fcfe02f1a2ab249e816c7ad", "keras", "tiny scripts, ResNet50 from scratch"),
+    ("gaoxinge/machine-learning", "eefe38651f9910b7ceb43d53a3941043795c8594", "both", "personal notes, GradientTape experiments"),
+    ("Angel-dash/Deep-learning-", "3b5d4793456286c0165ee4eb03e4eda86455d029", "both", "course notebooks"),
     # PyTorch: tutorials and course material
     ("pytorch/examples", "77f55b912142e11fcfdf5b530231fb9c52f181e8", "pytorch", "official examples"),
     ("yunjey/pytorch-tutorial", "0500d3df5a2a8080ccfccbc00aca0eacc21818db", "pytorch", "tutorial"),
@@ -83,6 +93,8 @@ REPOS: list[tuple[str, str, str, str]] = [
     ("bentrevett/pytorch-image-classification", "33c9cfdb9097bc65b5800c1996f199f0ba520888", "pytorch", "tutorial notebooks, fine-tuning"),
     ("rasbt/deeplearning-models", "18e046926551378cd691fd871dda0f21dcd272ab", "both", "notebook collection"),
     ("daicver/PytorchNote", "70504441aa1101d0fb3f44f8d5eaf3e2bcddaece", "pytorch", "personal notes, fine-tuning"),
+    ("Spandan-Madan/Pytorch_fine_tuning_Tutorial", "4699392d7287745e4bc79568421b488c50c1e4b8", "pytorch", "fine-tuning tutorial"),
+    ("jcjohnson/pytorch-examples", "0003fcdc606a79951e53bf8f46f8574fa4739f23", "pytorch", "tutorial scripts"),
     ("share020/dl", "73c10db832c4100da7454d3122c29bd22dd0e690", "pytorch", "course assignments"),
     ("jerryzhaozs/lstmsunspots", "bdf81f9cbc515f5745176d0b95c4d04af8ed4dd7", "pytorch", "personal project"),
     # PyTorch: model zoos (shape smoke tests at the bottom of model files)
@@ -301,14 +313,13 @@ def extract(mirror: Path, workdir: Path, repo: str, commit: str) -> Path | None:
     and more, LFS content), so ``git archive`` would refuse: blobs are read one by one with
     ``git cat-file --batch`` and the missing ones skipped (bncheck reads only .py and .ipynb)."""
     dest = workdir / f"{repo.replace('/', '+')}@{commit[:12]}"
+    workdir.mkdir(parents=True, exist_ok=True)
     if (dest / ".extracted").exists():
         return dest
     gd = git_dir(mirror, repo)
     if gd is None:
         return None
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    final, dest = dest, Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=workdir))
     listing = subprocess.run(
         ["git", f"--git-dir={gd}", "ls-tree", "-r", "-z", commit], capture_output=True, check=True
     ).stdout.split(b"\0")
@@ -323,8 +334,13 @@ def extract(mirror: Path, workdir: Path, repo: str, commit: str) -> Path | None:
     batch = subprocess.Popen(
         ["git", f"--git-dir={gd}", "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
-    batch.stdin.write(b"".join(sha + b"\n" for sha, _ in entries))
-    batch.stdin.close()
+
+    def feed() -> None:  # in a thread: git's output pipe fills while we still write the shas
+        batch.stdin.write(b"".join(sha + b"\n" for sha, _ in entries))
+        batch.stdin.close()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     for sha, path in entries:
         header = batch.stdout.readline().split()
         if len(header) < 3 or header[1] != b"blob":  # "<sha> missing"
@@ -336,9 +352,14 @@ def extract(mirror: Path, workdir: Path, repo: str, commit: str) -> Path | None:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+    feeder.join()
     batch.wait()
     (dest / ".extracted").touch()
-    return dest
+    try:
+        dest.rename(final)
+    except OSError:  # another run finished the same extraction first
+        shutil.rmtree(dest)
+    return final
 
 
 def run_bncheck(bncheck: str, root: Path) -> dict:
