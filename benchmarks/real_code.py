@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             ("all", bugs),
             ("pytorch", [b for b in bugs if bug_framework(b) == "pytorch"]),
             ("keras", [b for b in bugs if bug_framework(b) == "keras"]),
-            ("review-only", [b for b in bugs if b.get("source") == "review"]),
+            ("read in code", [b for b in bugs if b.get("source") == "review"]),
         ):
             found, known = recall(subset, findings, labels)
             print(f"  {title:12s} {found:3d} / {known:3d}   {fmt(found / known if known else None)}")
