@@ -296,6 +296,24 @@ def recall(bugs: list[dict], findings: list[Finding], labels: Labels) -> tuple[i
     return found, len(bugs)
 
 
+def markdown_table(scores: dict[str, Score], bugs_by_rule: dict[str, list[dict]], findings, labels) -> str:
+    """Per rule: findings, right, precision of the labelled, known bugs found; then the totals."""
+    rows = ["| Rule | findings | right / labelled | precision | known bugs found |", "| --- | --- | --- | --- | --- |"]
+    for rule in sorted(set(scores) | set(bugs_by_rule)):
+        s = scores.get(rule, Score())
+        n = s.right + s.wrong + s.unlabelled
+        found, known = recall(bugs_by_rule.get(rule, []), findings, labels)
+        rows.append(f"| {rule} | {n} | {s.right} / {s.right + s.wrong} | {fmt(s.precision).strip()} | "
+                    + (f"{found} / {known}" if known else "–") + " |")
+    t = total(list(scores.values()))
+    bugs = [b for rule_bugs in bugs_by_rule.values() for b in rule_bugs]
+    unique = list({id(b): b for b in bugs}.values())
+    found, known = recall(unique, findings, labels)
+    rows.append(f"| **all** | **{t.right + t.wrong + t.unlabelled}** | **{t.right} / {t.right + t.wrong}** | "
+                f"**{fmt(t.precision).strip()}** | **{found} / {known}** |")
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------------------------
 # Running
 
@@ -389,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=0, help="with --unlabelled: at most N per rule, at random (seed 0)")
     parser.add_argument("--save", type=Path, help="write all findings as JSON lines to this file")
     parser.add_argument("--misses", action="store_true", help="list the known bugs the build misses")
+    parser.add_argument("--markdown", action="store_true", help="also print the per-rule table as Markdown (README)")
     args = parser.parse_args(argv)
 
     args.bncheck = shutil.which(args.bncheck) or args.bncheck
@@ -447,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         for rule in sorted(per_rule):
             found, known = recall(per_rule[rule], findings, labels)
             print(f"  {rule:12s} {found:3d} / {known:3d}   {fmt(found / known)}")
+        if args.markdown:
+            print()
+            print(markdown_table(scores, per_rule, findings, labels))
         if args.misses:
             print("\nmissed:")
             for b in bugs:
