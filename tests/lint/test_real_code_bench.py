@@ -105,6 +105,7 @@ path = "c.py"
 rule = "BN102"
 snippet = "s3"
 verdict = "wrong"
+shape = "smoke-test"
 reason = "smoke test"
 
 [[bug]]
@@ -137,6 +138,9 @@ def test_precision_per_rule_counts_only_labelled_findings(rc, tmp_path):
     overall = rc.total(list(scores.values()))
     assert overall.precision == pytest.approx(2 / 3)
     assert rc.Score().precision is None
+
+    labels.lenient = frozenset({"smoke-test"})  # the sensitivity check counts that shape as right
+    assert rc.precision_by_rule(findings, labels)["BN102"].precision == 1.0
 
 
 def test_recall_pools_right_findings_and_ignores_wrong_ones(rc, tmp_path):
