@@ -85,6 +85,9 @@ REPOS: list[tuple[str, str, str, str]] = [
     ("ssrianyiyi/stock-prediction", "ef17b9f5a73bb6039fcfe02f1a2ab249e816c7ad", "keras", "tiny scripts, ResNet50 from scratch"),
     ("gaoxinge/machine-learning", "eefe38651f9910b7ceb43d53a3941043795c8594", "both", "personal notes, GradientTape experiments"),
     ("Angel-dash/Deep-learning-", "3b5d4793456286c0165ee4eb03e4eda86455d029", "both", "course notebooks"),
+    ("marensajdaras/fine_tuning_big_models", "75e7ec0c30f5a986ff593e0a2177d67ec0edd260", "both", "small fine-tuning scripts, Keras and PyTorch"),
+    ("timothyodonga/mask-detection", "0e3031b2a8b0a8ece1d62cb658e33758b03a8a5f", "pytorch", "student project, frozen resnet, config.py/train.py split"),
+    ("Langery/Machine-Learning-Demo", "017d24d363a252c352314a71a424d61a8bafe8fe", "pytorch", "personal demos"),
     # PyTorch: tutorials and course material
     ("pytorch/examples", "77f55b912142e11fcfdf5b530231fb9c52f181e8", "pytorch", "official examples"),
     ("yunjey/pytorch-tutorial", "0500d3df5a2a8080ccfccbc00aca0eacc21818db", "pytorch", "tutorial"),
