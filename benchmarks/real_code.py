@@ -400,6 +400,22 @@ def run_bncheck(bncheck: str, root: Path) -> dict:
         sys.exit(f"{bncheck} on {root}: no JSON report (exit {result.returncode}): {result.stderr.strip()[:500]}")
 
 
+def run_all(bncheck: str, repos, mirror: Path, workdir: Path) -> tuple[list[Finding], int, list[str]]:
+    """Every repository's findings, the number of files checked, the repositories not fetched."""
+    findings: list[Finding] = []
+    missing = []
+    files_checked = 0
+    for name, commit, _fw, _kind in repos:
+        root = extract(mirror, workdir, name, commit)
+        if root is None:
+            missing.append(name)
+            continue
+        report = run_bncheck(bncheck, root)
+        files_checked += report.get("summary", {}).get("files_checked", 0)
+        findings.extend(findings_from_report(name, root, report))
+    return findings, files_checked, missing
+
+
 def fmt(p: float | None) -> str:
     return "  -  " if p is None else f"{p:.2f}"
 
@@ -417,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--misses", action="store_true", help="list the known bugs the build misses")
     parser.add_argument("--lenient", action="append", default=[], metavar="SHAPE",
                         help="count findings labelled wrong with this shape as right (e.g. latent-never-unfrozen)")
+    parser.add_argument("--against", metavar="BNCHECK", help="another bncheck: list the findings only one of the two reports")
     parser.add_argument("--markdown", action="store_true", help="also print the per-rule table as Markdown (README)")
     args = parser.parse_args(argv)
 
@@ -425,17 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = Labels.load(args.labels)
     labels.lenient = frozenset(args.lenient)
     repos = [r for r in REPOS if not args.only or r[0] in args.only]
-    findings: list[Finding] = []
-    missing = []
-    files_checked = 0
-    for name, commit, _fw, _kind in repos:
-        root = extract(args.mirror, args.workdir, name, commit)
-        if root is None:
-            missing.append(name)
-            continue
-        report = run_bncheck(args.bncheck, root)
-        files_checked += report.get("summary", {}).get("files_checked", 0)
-        findings.extend(findings_from_report(name, root, report))
+    findings, files_checked, missing = run_all(args.bncheck, repos, args.mirror, args.workdir)
 
     version = subprocess.run([args.bncheck, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"bncheck: {args.bncheck} ({version})")
@@ -497,6 +504,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nunlabelled findings ({len(todo)}):")
         for f in todo:
             print(f"  {f.rule} {f.repo} {f.where} snippet={f.snippet}\n      {f.message[:240]}")
+
+    if args.against:
+        other_exe = shutil.which(args.against) or args.against
+        other, _, _ = run_all(other_exe, repos, args.mirror, args.workdir)
+        mine, theirs = {f.key for f in findings}, {f.key for f in other}
+        for title, only in ((f"only {args.bncheck}", [f for f in findings if f.key not in theirs]),
+                            (f"only {other_exe}", [f for f in other if f.key not in mine])):
+            print(f"\n{title} ({len(only)}):")
+            for f in only:
+                print(f"  {f.rule} {f.repo} {f.where} [{labels.verdict(f) or 'unlabelled'}]")
 
     if args.save:
         with args.save.open("w") as out:
