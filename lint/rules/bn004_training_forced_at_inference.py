@@ -9,6 +9,18 @@ from lint.frameworks.keras import BN_MODEL_TOKENS, is_bn_class
 from lint.keras_layers import all_params, training_true
 from lint.rule import Invalid, Rule, Severity, Violation
 
+#: a block whose call() defaults to training=True (the examples add or leave out a call relying on it)
+_CONV_BLOCK = """
+import tensorflow as tf
+class ConvBlock(tf.keras.layers.Layer):
+    def __init__(self, filters):
+        super().__init__()
+        self.conv = tf.keras.layers.Conv2D(filters, 3, padding="same")
+        self.bn = tf.keras.layers.BatchNormalization()
+    def call(self, inputs, training=True):
+        return tf.nn.relu(self.bn(self.conv(inputs), training=training))
+"""
+
 _FIX_HINT = "mark a deliberate use (e.g. pix2pix-style GAN sampling) with `# noqa: BN004`"
 
 
@@ -143,6 +155,29 @@ from keras.layers import BatchNormalization
 model = keras.models.load_model("model.keras")
 y = model(x, training=True)
 """,
+        # was INVALID before cause 6 of issue 11: a call() default that no call in the file relies on
+        # (no call site at all) is not a mismatch yet
+        _CONV_BLOCK,
+        # every call of the class passes the mode: the outer model forwards it positionally, the
+        # script passes it by keyword (cause 6)
+        """
+import tensorflow as tf
+class Stem(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.norm = tf.keras.layers.BatchNormalization()
+    def call(self, x, training=True):
+        return self.norm(x, training=training)
+class Net(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.stem = Stem()
+        self.head = tf.keras.layers.Dense(3)
+    def call(self, x, training=True):
+        return self.head(self.stem(x, training))
+net = Net()
+scores = net(batch, training=False)
+""",
         # inference mode explicitly
         """
 import keras
@@ -161,17 +196,12 @@ model.fit(x_train, y_train, epochs=5)
 predictions = model(x_test, training=True)
 """
         ),
-        # the call() default
+        # the call() default, relied on by a plain call outside a training step
         Invalid(
-            """
-import tensorflow as tf
-class ConvBlock(tf.keras.layers.Layer):
-    def __init__(self, filters):
-        super().__init__()
-        self.conv = tf.keras.layers.Conv2D(filters, 3, padding="same")
-        self.bn = tf.keras.layers.BatchNormalization()
-    def call(self, inputs, training=True):
-        return tf.nn.relu(self.bn(self.conv(inputs), training=training))
+            _CONV_BLOCK
+            + """
+block = ConvBlock(16)
+features = block(test_images)
 """
         ),
         # BatchNormalization wired into the graph in training mode
@@ -209,12 +239,37 @@ def evaluate(model, dataset):
             carries = layers.carries_bn(func, frame)
             if carries or (carries is None and layers.involves_bn):
                 yield Violation(call, _call_message(ctx, call))
+        relied = _defaults_relied_on(layers)
         for method, cls in layers.methods:
-            if method.name.value != "call" or not layers.class_builds_bn(cls):
+            if method.name.value != "call" or not layers.class_builds_bn(cls) or cls.name.value not in relied:
                 continue
             for param in all_params(method.params):
                 if param.name.value == "training" and _is_true(param.default):
                     yield Violation(param, _default_message(cls))
+
+
+def _passes_training(call: cst.Call) -> bool:
+    """``training=`` by keyword, or positionally after the inputs (``self.encoder(x, training)``), or ``**kwargs``."""
+    positional = [a for a in call.args if a.keyword is None and a.star == ""]
+    return len(positional) >= 2 or any(
+        a.star == "**" or (a.keyword is not None and a.keyword.value == "training") for a in call.args
+    )
+
+
+def _defaults_relied_on(layers) -> set[str]:
+    """Classes of this file called somewhere without ``training`` outside a training step and a unit test.
+
+    A ``call(..., training=True)`` default is only a bug when some call relies on it: a class
+    whose every call passes ``training`` (or forwards it) never runs with the default (cause 6).
+    """
+    relied: set[str] = set()
+    for call, frame in layers.calls:
+        if _passes_training(call) or layers.in_training_step(frame) or _in_unit_test(frame):
+            continue
+        for ctor in layers.constructors(call.func, frame) or ():
+            if isinstance(ctor.func, cst.Name):
+                relied.add(ctor.func.value)
+    return relied
 
 
 def _in_unit_test(frame) -> bool:
