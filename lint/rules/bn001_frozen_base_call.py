@@ -8,7 +8,7 @@ from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
 from lint.keras_models import Call, GraphReuse
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
-from lint.rules._keras_advice import keep_frozen_too, when_it_bites
+from lint.rules._keras_advice import latent_note, keep_frozen_too, when_it_bites
 
 
 class FrozenBaseWithoutTrainingFalse(Rule):
@@ -34,6 +34,11 @@ class FrozenBaseWithoutTrainingFalse(Rule):
     Keras 3.0–3.15 add a twist (keras-team/keras#20285): a functional model trained with
     `fit()` overrides the recorded `training=False`, so on those versions the base's
     BatchNormalization layers must also be kept frozen when it is unfrozen (see BN003).
+
+    When nothing in the file unfreezes the base (`base.trainable = True`, or a loop setting its
+    layers, or a model containing it, trainable), the message starts with "latent": the code as
+    written is feature extraction and predicts correctly; the warning is for the day it is
+    fine-tuned. An unfreeze in another module of the project is not seen yet.
 
     Models whose origin lies in another file (`keras.models.load_model`, a hub layer) are not
     reported: the linter cannot see whether they contain BatchNormalization, and prefers
@@ -210,23 +215,24 @@ z = base(keras.Input((299, 299, 3)))
         models = ctx.keras_models
         for event in models.of(Call):
             if event.training in ("absent", "true") and event.model.contains_bn() and models.is_frozen(event.model):
-                yield self._call(ctx, event)
+                yield self._call(ctx, event, latent_note(models, event.model, ctx.target))
         for event in models.of(GraphReuse):
             if event.attr.startswith("output") and event.model.contains_bn() and models.is_frozen(event.model):
                 owner = ctx.code(event.node.value)
                 yield Violation(
                     event.node,
-                    f"the graph of frozen {event.model.label} base `{owner}` is reused through `.{event.attr}`, "
+                    f"{latent_note(models, event.model, ctx.target)}the graph of frozen {event.model.label} base `{owner}` "
+                    f"is reused through `.{event.attr}`, "
                     f"where no training=False can be given: {when_it_bites(ctx.target)}; build the head on "
                     f"`base(inputs, training=False)` instead{keep_frozen_too(ctx.target)}",
                 )
 
-    def _call(self, ctx: FileContext, event: Call) -> Violation:
+    def _call(self, ctx: FileContext, event: Call, latent: str) -> Violation:
         node: cst.Call = event.node
         name = ctx.code(node.func)
         how = "with training=True" if event.training == "true" else "without training=False"
         message = (
-            f"frozen {event.model.label} base `{name}` is called {how}: {when_it_bites(ctx.target)}; "
+            f"{latent}frozen {event.model.label} base `{name}` is called {how}: {when_it_bites(ctx.target)}; "
             f"call it as `{name}(..., training=False)`{keep_frozen_too(ctx.target)}"
         )
         fix = Fix().replace(node, add_keyword(node, "training", cst.Name("False"))) if event.training == "absent" else None
