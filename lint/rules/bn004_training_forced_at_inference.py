@@ -205,6 +205,13 @@ scores = net(batch, training=False)
         # a GAN sampled in training mode on purpose: the file trains in a tape and never runs anything in
         # inference mode, so training and inference cannot disagree (pix2pix-style helpers)
         _GAN,
+        # the same GAN, with a look at the untrained generator before the training step is written
+        """
+import tensorflow as tf
+generator = tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3), tf.keras.layers.BatchNormalization()])
+untrained = generator(example_input, training=False)
+"""
+        + _GAN.split("generator = make_generator()", 1)[1],
         # a lesson calling a bare layer on random numbers to show its statistics move
         """
 import tensorflow as tf
@@ -309,6 +316,8 @@ def _training_mode_only(layers) -> bool:
     whose model is a parameter: when nothing in the file calls with ``training=False``,
     ``predict()`` or ``evaluate()``, training and inference never disagree, so a value the rule
     cannot follow is not reported (a model the file builds with BatchNormalization still is).
+    A ``training=False`` call written before the training step (the tutorial's look at the
+    untrained generator's output) is not inference on a trained model and does not count.
     """
     trains = False
     for call, frame in layers.calls:
@@ -316,8 +325,8 @@ def _training_mode_only(layers) -> bool:
             return False
         for arg in call.args:
             if arg.keyword is not None and arg.keyword.value == "training":
-                if isinstance(arg.value, cst.Name) and arg.value.value == "False":
-                    return False
+                if isinstance(arg.value, cst.Name) and arg.value.value == "False" and trains:
+                    return False  # (before the training step is written, it looks at the untrained model)
                 trains = trains or (layers.in_training_step(frame) and _is_true(arg.value))
     return trains
 
