@@ -185,6 +185,10 @@ class KerasModels:
     def is_frozen(self, model: Model) -> bool:
         return any(e.model is model for e in self.of(Freeze))
 
+    def is_unfrozen(self, model: Model) -> bool:
+        """Something in this file sets the model, a model that contains it, or layers of one, trainable again."""
+        return any(model in set(e.model.lineage()) for e in self.of(Unfreeze))
+
     def only_called_with_training_false(self, model: Model) -> bool:
         uses = [e for e in self.events if e.model is model and isinstance(e, (Call, Placement, GraphReuse))]
         return bool(uses) and all(isinstance(e, Call) and e.training == "false" for e in uses)

@@ -28,3 +28,16 @@ def keep_frozen_too(target: KerasTarget) -> str:
         f"; when unfreezing, also set trainable = False on each BatchNormalization layer "
         f"({target.label} ignores training=False in fit(), keras#20285)"
     )
+
+
+def latent_note(models, model, target: KerasTarget) -> str:
+    """Say plainly when a BN001/BN002 warning is only latent in the file as written.
+
+    With Keras 3 / tf.keras 2.x a frozen BatchNormalization layer runs in inference mode, so
+    the warning is about a future fine-tuning; when nothing in the file unfreezes the base
+    (feature extraction only, issue 11 cause 8) the message says so, so the reader can tell
+    it from a base that this file does unfreeze. Unfreezes in other modules are not seen.
+    """
+    if target.legacy or models.is_unfrozen(model):
+        return ""
+    return "latent (nothing in this file unfreezes it): "

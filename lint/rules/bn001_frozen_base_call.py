@@ -6,9 +6,11 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
+from lint.frameworks.torch import is_random_tensor
 from lint.keras_models import Call, GraphReuse
+from lint.nodes import children
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
-from lint.rules._keras_advice import keep_frozen_too, when_it_bites
+from lint.rules._keras_advice import latent_note, keep_frozen_too, when_it_bites
 
 
 class FrozenBaseWithoutTrainingFalse(Rule):
@@ -34,6 +36,14 @@ class FrozenBaseWithoutTrainingFalse(Rule):
     Keras 3.0–3.15 add a twist (keras-team/keras#20285): a functional model trained with
     `fit()` overrides the recorded `training=False`, so on those versions the base's
     BatchNormalization layers must also be kept frozen when it is unfrozen (see BN003).
+
+    When nothing in the file unfreezes the base (`base.trainable = True`, or a loop setting its
+    layers, or a model containing it, trainable), the message starts with "latent": the code as
+    written is feature extraction and predicts correctly; the warning is for the day it is
+    fine-tuned. An unfreeze in another module of the project is not seen yet.
+
+    An eager call on one concrete batch (`batch, labels = next(iter(ds))`, random numbers) is
+    not reported: outside `fit()` Keras runs it in inference mode, and it is not the graph.
 
     Models whose origin lies in another file (`keras.models.load_model`, a hub layer) are not
     reported: the linter cannot see whether they contain BatchNormalization, and prefers
@@ -107,6 +117,23 @@ base = keras.applications.ConvNeXtTiny(include_top=False)
 base.trainable = False
 x = base(keras.Input((224, 224, 3)))
 """,
+        # an eager call on one batch of a dataset, to print the feature shape: inference mode, not the graph
+        """
+import keras
+base = keras.applications.MobileNetV2(include_top=False)
+base.trainable = False
+batch, labels = next(iter(train_ds))
+print(base(batch).shape)
+x = base(keras.Input((160, 160, 3)), training=False)
+""",
+        # looking at the shape of the base's output is not building on its graph
+        """
+import keras
+base = keras.applications.ResNet50V2(include_top=False)
+base.trainable = False
+print("features:", base.output.shape)
+x = base(keras.Input((224, 224, 3)), training=False)
+""",
         # a training argument passed through from an enclosing call() is the caller's decision
         """
 import keras
@@ -121,6 +148,17 @@ class Classifier(keras.Model):
     ]
 
     INVALID = [
+        # the head built on the base's call on a symbolic input, next to a shape check on one batch
+        Invalid(
+            """
+import keras
+base = keras.applications.MobileNetV2(include_top=False)
+base.trainable = False
+batch, labels = next(iter(train_ds))
+print(base(batch).shape)
+x = base(keras.Input((160, 160, 3)))
+"""
+        ),
         Invalid(
             """
 import keras
@@ -209,28 +247,70 @@ z = base(keras.Input((299, 299, 3)))
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         models = ctx.keras_models
         for event in models.of(Call):
+            if event.training == "absent" and _on_concrete_batch(ctx, event.node):
+                continue  # an eager call on one real batch runs in inference mode (e.g. to print shapes)
             if event.training in ("absent", "true") and event.model.contains_bn() and models.is_frozen(event.model):
-                yield self._call(ctx, event)
-        for event in models.of(GraphReuse):
+                yield self._call(ctx, event, latent_note(models, event.model, ctx.target))
+        reuses = models.of(GraphReuse)
+        looked_at = _shape_reads(ctx.module) if reuses else set()
+        for event in reuses:
+            if id(event.node) in looked_at:
+                continue  # ``print(base.output.shape)`` looks at the graph, it does not build on it
             if event.attr.startswith("output") and event.model.contains_bn() and models.is_frozen(event.model):
                 owner = ctx.code(event.node.value)
                 yield Violation(
                     event.node,
-                    f"the graph of frozen {event.model.label} base `{owner}` is reused through `.{event.attr}`, "
+                    f"{latent_note(models, event.model, ctx.target)}the graph of frozen {event.model.label} base `{owner}` "
+                    f"is reused through `.{event.attr}`, "
                     f"where no training=False can be given: {when_it_bites(ctx.target)}; build the head on "
                     f"`base(inputs, training=False)` instead{keep_frozen_too(ctx.target)}",
                 )
 
-    def _call(self, ctx: FileContext, event: Call) -> Violation:
+    def _call(self, ctx: FileContext, event: Call, latent: str) -> Violation:
         node: cst.Call = event.node
         name = ctx.code(node.func)
         how = "with training=True" if event.training == "true" else "without training=False"
         message = (
-            f"frozen {event.model.label} base `{name}` is called {how}: {when_it_bites(ctx.target)}; "
+            f"{latent}frozen {event.model.label} base `{name}` is called {how}: {when_it_bites(ctx.target)}; "
             f"call it as `{name}(..., training=False)`{keep_frozen_too(ctx.target)}"
         )
         fix = Fix().replace(node, add_keyword(node, "training", cst.Name("False"))) if event.training == "absent" else None
         return Violation(node, message, fix)
+
+
+def _shape_reads(module: cst.Module) -> set[int]:
+    """Ids of the expressions whose ``.shape`` (or ``.get_shape()``) is read: ``base.output.shape``."""
+    found: set[int] = set()
+    stack: list[cst.CSTNode] = [module]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Attribute) and node.attr.value in ("shape", "get_shape"):
+            found.add(id(node.value))
+        stack.extend(children(node))
+    return found
+
+
+def _on_concrete_batch(ctx: FileContext, call: cst.Call) -> bool:
+    """The input is one batch taken from a dataset (``batch, labels = next(iter(ds))``) or made of random numbers.
+
+    Such a call is eager, outside ``fit()``: Keras runs it in inference mode whatever the base's
+    state, and it is not part of the model's graph (the functional head is built on ``Input``)."""
+    first = next((a.value for a in call.args if a.keyword is None and a.star == ""), None)
+    if not isinstance(first, cst.Name):
+        return False
+    layers = ctx.keras_layers
+    for target, value in layers.assignments:
+        bound = [target] if isinstance(target, cst.Name) else [
+            e.value for e in getattr(target, "elements", ()) if isinstance(e.value, cst.Name)
+        ]
+        if not any(n.value == first.value for n in bound) or not isinstance(value, cst.Call):
+            continue
+        func = value.func
+        if (isinstance(func, cst.Name) and func.value == "next") or (isinstance(func, cst.Attribute) and func.attr.value == "next"):
+            return True
+        if is_random_tensor(layers.qualname(func)):
+            return True
+    return False
 
 
 def add_keyword(call: cst.Call, keyword: str, value: cst.BaseExpression) -> cst.Call:

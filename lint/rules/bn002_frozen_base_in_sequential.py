@@ -6,7 +6,7 @@ from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
 from lint.keras_models import Placement
 from lint.rule import Invalid, Rule, Severity, Violation, assignment
-from lint.rules._keras_advice import keep_frozen_too, when_it_bites
+from lint.rules._keras_advice import latent_note, keep_frozen_too, when_it_bites
 
 
 class FrozenBaseInSequential(Rule):
@@ -25,6 +25,11 @@ class FrozenBaseInSequential(Rule):
     the classic "ResNet50 inside Sequential" reports.
 
     No automatic fix: moving to the functional API changes how the model is built.
+
+    When nothing in the file unfreezes the base (`base.trainable = True`, or a loop setting its
+    layers, or a model containing it, trainable), the message starts with "latent": the code as
+    written is feature extraction and predicts correctly; the warning is for the day it is
+    fine-tuned. An unfreeze in another module of the project is not seen yet.
 
     ## Example
     ```python
@@ -114,7 +119,8 @@ model = tf.keras.Sequential([base, tf.keras.layers.Dense(5)])
             if event.model.contains_bn() and models.is_frozen(event.model):
                 yield Violation(
                     event.node,
-                    f"frozen {event.model.label} base `{ctx.code(event.node)}` is placed in a Sequential, where it "
+                    f"{latent_note(models, event.model, ctx.target)}frozen {event.model.label} base "
+                    f"`{ctx.code(event.node)}` is placed in a Sequential, where it "
                     f"cannot be called with training=False: {when_it_bites(ctx.target)}; build the model with the "
                     f"functional API and call `base(inputs, training=False)`{keep_frozen_too(ctx.target)}",
                 )

@@ -6,8 +6,38 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS, is_bn_class
+from lint.frameworks.torch import is_random_tensor
 from lint.keras_layers import all_params, training_true
 from lint.rule import Invalid, Rule, Severity, Violation
+
+#: a block whose call() defaults to training=True (the examples add or leave out a call relying on it)
+_CONV_BLOCK = """
+import tensorflow as tf
+class ConvBlock(tf.keras.layers.Layer):
+    def __init__(self, filters):
+        super().__init__()
+        self.conv = tf.keras.layers.Conv2D(filters, 3, padding="same")
+        self.bn = tf.keras.layers.BatchNormalization()
+    def call(self, inputs, training=True):
+        return tf.nn.relu(self.bn(self.conv(inputs), training=training))
+"""
+
+#: a GAN trained in a tape whose sampling helper (model as a parameter) runs it in training mode
+_GAN = """
+import tensorflow as tf
+def make_generator():
+    return tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3), tf.keras.layers.BatchNormalization()])
+generator = make_generator()
+@tf.function
+def step(source, target):
+    with tf.GradientTape() as tape:
+        fake = generator(source, training=True)
+        loss = tf.reduce_mean(tf.abs(target - fake))
+    opt.apply_gradients(zip(tape.gradient(loss, generator.trainable_variables), generator.trainable_variables))
+def show_samples(net, source):
+    fake = net(source, training=True)
+    plt.imshow(fake[0])
+"""
 
 _FIX_HINT = "mark a deliberate use (e.g. pix2pix-style GAN sampling) with `# noqa: BN004`"
 
@@ -33,7 +63,13 @@ class TrainingForcedAtInference(Rule):
     flagged. When the called value cannot be followed within the file (a function parameter,
     a loop or unpacked variable, `self.model` of a callback), the rule reports it if the file
     builds BatchNormalization; a model loaded from another file (`load_model`, a hub layer) is
-    not reported. Unit tests (functions named `test_*`, but not Keras' `test_step`) exercise
+    not reported, and neither is a value it cannot follow in a file that trains in a training
+    step and never runs anything in inference mode (no `training=False`, `predict()` or
+    `evaluate()`): pix2pix-style GANs sample their generator in training mode on purpose, and
+    nothing there disagrees. A layer called on freshly made random numbers (`tf.random.normal`)
+    is a lesson showing the statistics move, not inference. A `call(..., training=True)`
+    default is reported only when some call of the class in the file relies on it (passes no
+    `training`, by keyword or positionally, outside a training step). Unit tests (functions named `test_*`, but not Keras' `test_step`) exercise
     training mode on purpose and are skipped.
 
     Severity: error. It is wrong now, not latent.
@@ -143,6 +179,47 @@ from keras.layers import BatchNormalization
 model = keras.models.load_model("model.keras")
 y = model(x, training=True)
 """,
+        # was INVALID before cause 6 of issue 11: a call() default that no call in the file relies on
+        # (no call site at all) is not a mismatch yet
+        _CONV_BLOCK,
+        # every call of the class passes the mode: the outer model forwards it positionally, the
+        # script passes it by keyword (cause 6)
+        """
+import tensorflow as tf
+class Stem(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.norm = tf.keras.layers.BatchNormalization()
+    def call(self, x, training=True):
+        return self.norm(x, training=training)
+class Net(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.stem = Stem()
+        self.head = tf.keras.layers.Dense(3)
+    def call(self, x, training=True):
+        return self.head(self.stem(x, training))
+net = Net()
+scores = net(batch, training=False)
+""",
+        # a GAN sampled in training mode on purpose: the file trains in a tape and never runs anything in
+        # inference mode, so training and inference cannot disagree (pix2pix-style helpers)
+        _GAN,
+        # the same GAN, with a look at the untrained generator before the training step is written
+        """
+import tensorflow as tf
+generator = tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3), tf.keras.layers.BatchNormalization()])
+untrained = generator(example_input, training=False)
+"""
+        + _GAN.split("generator = make_generator()", 1)[1],
+        # a lesson calling a bare layer on random numbers to show its statistics move
+        """
+import tensorflow as tf
+norm = tf.keras.layers.BatchNormalization()
+noise = tf.random.normal([4, 3])
+out = norm(noise, training=True)
+print(norm.moving_mean)
+""",
         # inference mode explicitly
         """
 import keras
@@ -161,17 +238,12 @@ model.fit(x_train, y_train, epochs=5)
 predictions = model(x_test, training=True)
 """
         ),
-        # the call() default
+        # the call() default, relied on by a plain call outside a training step
         Invalid(
-            """
-import tensorflow as tf
-class ConvBlock(tf.keras.layers.Layer):
-    def __init__(self, filters):
-        super().__init__()
-        self.conv = tf.keras.layers.Conv2D(filters, 3, padding="same")
-        self.bn = tf.keras.layers.BatchNormalization()
-    def call(self, inputs, training=True):
-        return tf.nn.relu(self.bn(self.conv(inputs), training=training))
+            _CONV_BLOCK
+            + """
+block = ConvBlock(16)
+features = block(test_images)
 """
         ),
         # BatchNormalization wired into the graph in training mode
@@ -196,25 +268,100 @@ def evaluate(model, dataset):
         logits = model(images, training=True)
 """
         ),
+        # the same sampling helper in a file that also predicts: the helper's training mode disagrees
+        # with the inference the file does
+        Invalid(
+            _GAN
+            + """
+final = generator.predict(test_sources)
+"""
+        ),
+        # a layer called on real data in training mode, next to the random-input demo shape
+        Invalid(
+            """
+import tensorflow as tf
+norm = tf.keras.layers.BatchNormalization()
+out = norm(test_features, training=True)
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         layers = ctx.keras_layers
+        training_only = _training_mode_only(layers)
         for call, frame in layers.calls:
             if training_true(call) is None or layers.in_training_step(frame) or _in_unit_test(frame):
                 continue
             func = call.func
             if not (isinstance(func, (cst.Call, cst.Name)) or _self_attribute(func)):
                 continue
+            if _on_random_input(layers, call):
+                continue
             carries = layers.carries_bn(func, frame)
-            if carries or (carries is None and layers.involves_bn):
+            if carries or (carries is None and layers.involves_bn and not training_only):
                 yield Violation(call, _call_message(ctx, call))
+        relied = _defaults_relied_on(layers)
         for method, cls in layers.methods:
-            if method.name.value != "call" or not layers.class_builds_bn(cls):
+            if method.name.value != "call" or not layers.class_builds_bn(cls) or cls.name.value not in relied:
                 continue
             for param in all_params(method.params):
                 if param.name.value == "training" and _is_true(param.default):
                     yield Violation(param, _default_message(cls))
+
+
+def _training_mode_only(layers) -> bool:
+    """The file trains in a training step and never runs anything in inference mode.
+
+    pix2pix-style GANs sample their generator with ``training=True`` on purpose, in a helper
+    whose model is a parameter: when nothing in the file calls with ``training=False``,
+    ``predict()`` or ``evaluate()``, training and inference never disagree, so a value the rule
+    cannot follow is not reported (a model the file builds with BatchNormalization still is).
+    A ``training=False`` call written before the training step (the tutorial's look at the
+    untrained generator's output) is not inference on a trained model and does not count.
+    """
+    trains = False
+    for call, frame in layers.calls:
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("predict", "evaluate", "predict_on_batch"):
+            return False
+        for arg in call.args:
+            if arg.keyword is not None and arg.keyword.value == "training":
+                if isinstance(arg.value, cst.Name) and arg.value.value == "False" and trains:
+                    return False  # (before the training step is written, it looks at the untrained model)
+                trains = trains or (layers.in_training_step(frame) and _is_true(arg.value))
+    return trains
+
+
+def _on_random_input(layers, call: cst.Call) -> bool:
+    """A lesson feeding freshly made random numbers (``tf.random.normal``) to show the statistics move."""
+    first = next((a.value for a in call.args if a.keyword is None and a.star == ""), None)
+    if isinstance(first, cst.Name):
+        bound = [value for target, value in layers.assignments if isinstance(target, cst.Name) and target.value == first.value]
+        first = bound[-1] if len(bound) == 1 else None
+    return isinstance(first, cst.Call) and is_random_tensor(layers.qualname(first.func))
+
+
+def _passes_training(call: cst.Call) -> bool:
+    """``training=`` by keyword, or positionally after the inputs (``self.encoder(x, training)``), or ``**kwargs``."""
+    positional = [a for a in call.args if a.keyword is None and a.star == ""]
+    return len(positional) >= 2 or any(
+        a.star == "**" or (a.keyword is not None and a.keyword.value == "training") for a in call.args
+    )
+
+
+def _defaults_relied_on(layers) -> set[str]:
+    """Classes of this file called somewhere without ``training`` outside a training step and a unit test.
+
+    A ``call(..., training=True)`` default is only a bug when some call relies on it: a class
+    whose every call passes ``training`` (or forwards it) never runs with the default (cause 6).
+    """
+    relied: set[str] = set()
+    for call, frame in layers.calls:
+        if _passes_training(call) or layers.in_training_step(frame) or _in_unit_test(frame):
+            continue
+        for ctor in layers.constructors(call.func, frame) or ():
+            if isinstance(ctor.func, cst.Name):
+                relied.add(ctor.func.value)
+    return relied
 
 
 def _in_unit_test(frame) -> bool:

@@ -39,6 +39,11 @@ class LearningPhaseApi(Rule):
     No automatic fix: the replacement (`training=` on the model call, or `predict()`) is at
     the call sites, not at this line.
 
+    In a file that also uses TensorFlow-1/Keras-2-only APIs (`tf.Session`, `K.get_session()`,
+    `K.gradients()`, `tf.placeholder`), setting or reading the learning phase for inference
+    (`0`, `False`, a read not fed with `1`) is not reported: that code cannot run on Keras 3 at
+    all, and inference is the right mode there. Forcing `1` is still reported.
+
     ## Why is this bad?
     The learning phase was Keras 1/2's global switch between training and inference
     behaviour. Code that sets it to 1 for prediction, or feeds 1 to a `K.function`, puts
@@ -77,6 +82,16 @@ class LearningPhaseApi(Rule):
     prefilter = (("learning_phase",),)
 
     VALID = [
+        # TF1/Keras-2-only code (a Session, K.gradients) putting the model in inference mode: the right
+        # mode for code that cannot run on Keras 3 anyway
+        """
+import tensorflow as tf
+from keras import backend as K
+K.set_learning_phase(0)
+model = load_trained()
+grads = K.gradients(model.output, model.input)
+sess = K.get_session()
+""",
         # the replacement
         """
 import keras
@@ -98,6 +113,17 @@ config.set_learning_phase(1)
     ]
 
     INVALID = [
+        # the same Keras-2-only code forcing training mode at prediction is wrong on every version
+        Invalid(
+            """
+import tensorflow as tf
+from keras import backend as K
+K.set_learning_phase(1)
+model = load_trained()
+grads = K.gradients(model.output, model.input)
+sess = K.get_session()
+"""
+        ),
         Invalid(
             """
 import tensorflow as tf
@@ -132,6 +158,7 @@ with K.learning_phase_scope(0):
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         layers = ctx.keras_layers
         fed_one: set[int] | None = None  # one more walk, only in files that use the API
+        legacy: bool | None = None
         for index, (call, frame) in enumerate(layers.calls):
             func = call.func
             if not isinstance(func, (cst.Name, cst.Attribute)):
@@ -144,6 +171,10 @@ with K.learning_phase_scope(0):
             if fed_one is None:
                 fed_one = _fed_one(ctx)
             text = ctx.code(func) + "()"
+            if legacy is None:
+                legacy = _keras2_only(layers)
+            if legacy and not (id(call) in fed_one or _sets_one(call)):
+                continue  # inference mode in code that only runs on TF1/Keras 2 anyway: right there
             if not _alive(qualname, ctx):
                 yield Violation(call, _gone(ctx, text, id(call) in fed_one or _sets_one(call)))
             elif id(call) in fed_one or (api != "learning_phase" and _sets_one(call)):
@@ -152,6 +183,21 @@ with K.learning_phase_scope(0):
                 yield Violation(call, _no_effect(text))
             else:
                 yield Violation(call, _deprecated(text))
+
+
+#: calls that exist only in TensorFlow 1 / Keras 2: a file using them cannot run on Keras 3 at all
+_KERAS2_ONLY = frozenset({"Session", "InteractiveSession", "get_session", "placeholder", "disable_eager_execution",
+                          "disable_v2_behavior", "gradients"})
+
+
+def _keras2_only(layers) -> bool:
+    """The file uses TF1/Keras-2-only APIs (``tf.Session``, ``K.get_session``, ``K.gradients``)."""
+    for call, _ in layers.calls:
+        if isinstance(call.func, (cst.Name, cst.Attribute)):
+            qualname = layers.qualname(call.func) or ""
+            if qualname.rsplit(".", 1)[-1] in _KERAS2_ONLY and qualname.startswith(("tensorflow.", "keras.")):
+                return True
+    return False
 
 
 def _alive(qualname: str, ctx: FileContext) -> bool:

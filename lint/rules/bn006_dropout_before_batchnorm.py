@@ -2,10 +2,29 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import libcst as cst
+
 from lint.context import FileContext
+from lint.flow.constants import NOT_CONSTANT, literal
+from lint.keras_layers import all_params
+from lint.nodes import children
 from lint.rule import Invalid, Rule, Severity, Violation
 
 _PAPER = "Li et al., CVPR 2019"
+
+
+#: a block that adds Dropout before BatchNormalization only when a rate is given
+_DROPOUT_FLAG = """
+from keras import layers
+def conv_block(x, filters, dropout_rate=None):
+    x = layers.Conv2D(filters, 3)(x)
+    if dropout_rate:
+        x = layers.Dropout(dropout_rate)(x)
+    return layers.BatchNormalization()(x)
+def build(inputs, dropout_rate=0.0):
+    x = conv_block(inputs, 32, dropout_rate=dropout_rate)
+    return conv_block(x, 64, dropout_rate=dropout_rate)
+"""
 
 
 class DropoutBeforeBatchNorm(Rule):
@@ -22,6 +41,11 @@ class DropoutBeforeBatchNorm(Rule):
     Severity: warning. The model trains and predicts, just worse than it should.
 
     No automatic fix: reordering layers changes the architecture and any saved weights.
+
+    A Dropout built only under `if rate:` inside a function, where `rate` is a parameter with a
+    falsy default (`0.0`, `None`) that no call in the file overrides (passing it on from its own
+    caller's never-set parameter counts as not overriding), never exists: it is not reported. A
+    function nobody in the file calls may be called from elsewhere, so there it is.
 
     ## Why is this bad?
     Dropout scales the kept activations by `1 / (1 - rate)` in training and does nothing at
@@ -68,6 +92,11 @@ class DropoutBeforeBatchNorm(Rule):
     prefilter = (("Dropout(", "Dropout1D(", "Dropout2D(", "Dropout3D("), ("BatchNormalization(",))
 
     VALID = [
+        # dead code (cause 7 of issue 11): the Dropout is built only for a rate that no call passes
+        _DROPOUT_FLAG
+        + """
+features = build(inputs)
+""",
         # BatchNormalization first, Dropout after
         """
 from keras import layers, Sequential
@@ -96,6 +125,13 @@ b.add(keras.layers.BatchNormalization())
     ]
 
     INVALID = [
+        # the same builder with a rate that a call passes: the Dropout exists and shifts the variance
+        Invalid(
+            _DROPOUT_FLAG
+            + """
+features = build(inputs, dropout_rate=0.2)
+"""
+        ),
         Invalid(
             """
 from keras import layers, Sequential
@@ -123,7 +159,11 @@ x = tf.keras.layers.BatchNormalization()(x)
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        for pair in ctx.keras_layers.pairs:
+        layers = ctx.keras_layers
+        guards = _guards(ctx.module, {id(p.dropout) for p in layers.pairs}) if layers.pairs else {}
+        for pair in layers.pairs:
+            if _dead(layers, guards.get(id(pair.dropout))):
+                continue  # ``if dropout_rate:`` on a falsy default no call overrides: the Dropout never exists
             # name the Dropout layer, not its application to a tensor
             layer = pair.dropout.func if pair.shape == "functional" else pair.dropout
             dropout = ctx.code(layer)
@@ -139,3 +179,57 @@ x = tf.keras.layers.BatchNormalization()(x)
                 f"output is mis-scaled (variance shift, {_PAPER}); move the Dropout after the BatchNormalization "
                 f"(or after the last one, before the classifier)",
             )
+
+
+def _guards(module: cst.Module, wanted: set[int]) -> dict[int, tuple[cst.FunctionDef, str]]:
+    """For each wanted node under ``if NAME:`` in a function: that function and NAME (the innermost guard)."""
+    found: dict[int, tuple[cst.FunctionDef, str]] = {}
+    stack: list[tuple[cst.CSTNode, cst.FunctionDef | None, str | None]] = [(module, None, None)]
+    while stack:
+        node, fn, guard = stack.pop()
+        if id(node) in wanted and fn is not None and guard is not None:
+            found[id(node)] = (fn, guard)
+        if isinstance(node, cst.FunctionDef):
+            fn, guard = node, None
+        for child in children(node):
+            inner = guard
+            if isinstance(node, cst.If) and child is node.body and isinstance(node.test, cst.Name):
+                inner = node.test.value
+            stack.append((child, fn, inner))
+    return found
+
+
+def _dead(layers, guard: tuple[cst.FunctionDef, str] | None) -> bool:
+    return guard is not None and _never_set(layers, guard[0], guard[1], 0)
+
+
+def _never_set(layers, fn: cst.FunctionDef, name: str, depth: int) -> bool:
+    """``name`` is a parameter of ``fn`` with a falsy literal default (0, 0.0, None, False) that no call in
+    the file overrides: every call of ``fn`` leaves it out, passes a falsy literal, or forwards a parameter
+    of its own caller that is never set either. A function nobody in the file calls may be called from
+    elsewhere: not dead."""
+    params = list(all_params(fn.params))
+    index = next((i for i, p in enumerate(params) if p.name.value == name), None)
+    if index is None or depth > 4 or params[index].default is None or literal(params[index].default):
+        return False
+    calls = [(c, f) for c, f in layers.calls if isinstance(c.func, cst.Name) and c.func.value == fn.name.value]
+    if not calls:
+        return False
+    for call, frame in calls:
+        if any(a.star for a in call.args):
+            return False
+        positional = [a for a in call.args if a.keyword is None]
+        arg = next((a for a in call.args if a.keyword is not None and a.keyword.value == name), None)
+        if arg is None and index < len(positional) and (not params or params[0].name.value != "self"):
+            arg = positional[index]
+        if arg is None:
+            continue
+        value = literal(arg.value)
+        if value is not NOT_CONSTANT and not value:
+            continue
+        if isinstance(arg.value, cst.Name) and frame.functions and _never_set(
+            layers, frame.functions[-1], arg.value.value, depth + 1
+        ):
+            continue
+        return False
+    return True

@@ -37,7 +37,8 @@ def test_findings_exit_1_with_ruff_style_lines(project):
     result = run_cli("src", "--target-keras", "3.15", cwd=project)
     assert result.returncode == 1, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.startswith("src/train.py:4:5: BN001 frozen ResNet50 base `base` is called without training=False")
+    assert first.startswith("src/train.py:4:5: BN001 latent (nothing in this file unfreezes it): frozen ResNet50 base `base` "
+                            "is called without training=False")
     assert "Found 1 finding in 1 file (2 checked)" in result.stdout
 
 

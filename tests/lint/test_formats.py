@@ -25,7 +25,7 @@ base = keras.applications.ResNet50(include_top=False, weights=None)
 base.trainable = False
 x = base(keras.Input((224, 224, 3)))
 """
-BN001_MESSAGE_START = "frozen ResNet50 base `base` is called without training=False"
+BN001_MESSAGE_START = "latent (nothing in this file unfreezes it): frozen ResNet50 base `base` is called without training=False"
 
 
 @pytest.fixture

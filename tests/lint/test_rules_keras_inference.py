@@ -134,6 +134,13 @@ def test_bn004_call_default_through_a_block_class_of_the_same_file():
         def call(self, x, training=True):
             return super().call(x)
     """
+    # cause 6 of issue 11: with no call relying on the defaults, nothing is wrong yet
+    assert messages(code, ("BN004",)) == []
+    code += """
+    net = Net()
+    scores = net(images)
+    deeper_scores = Deeper()(images)
+    """
     found = messages(code, ("BN004",))
     assert [m[0] for m in found] == ["BN004", "BN004"]
     assert "`Net.call()` defaults to training=True" in found[0][1]

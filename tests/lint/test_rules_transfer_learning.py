@@ -258,3 +258,14 @@ model.fit(imgs, y, epochs=5, shuffle=True)
 print(model.predict(imgs))
 """
     assert [c for c in check(code)[0] if c in ("BN001", "BN002", "BN003")] == []
+
+
+def test_latent_warnings_say_so_unless_the_file_unfreezes_the_base():
+    # cause 8 of issue 11: feature extraction that never unfreezes the base is only latent
+    code = FROZEN_CALL.format(imports="import keras", ctor="keras.applications.ResNet50")
+    _, _, frozen_only = check(code)
+    _, _, unfrozen = check(code + "\nbase.trainable = True\n")
+    _, _, legacy = check(code, target=KerasTarget.parse("2.2.4", "test"))
+    assert frozen_only.violations[0][5].startswith("latent (nothing in this file unfreezes it): ")
+    assert "latent" not in unfrozen.violations[0][5]
+    assert "latent" not in legacy.violations[0][5]
