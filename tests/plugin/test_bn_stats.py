@@ -42,11 +42,11 @@ def test_in_graph_accumulator_matches_numpy_on_images():
     accumulator = MomentAccumulator(4)
 
     @tf.function
-    def fold(batch):
-        accumulator.update(*batch_moments(batch, -1))
+    def moments(batch):
+        return batch_moments(batch, -1)
 
     for start in range(0, 10, 3):  # batches of 3, 3, 3, 1
-        fold(tf.constant(images[start : start + 3]))
+        accumulator.update(*moments(tf.constant(images[start : start + 3])))
     result = accumulator.result()
     expected = moments_of(images, axis=-1)
     assert result.count == 250
