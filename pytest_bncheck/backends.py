@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,6 +38,8 @@ class Backend:
     data_errors: tuple[type[BaseException], ...]
     #: Batches as ``fit`` iterates them on this backend, from a Keras data adapter.
     iterate: Callable[[Any, int | None], Any]
+    #: A context that leaves the backend's global random state as it found it.
+    rng_preserved: Callable[[], Any] = nullcontext
 
 
 def _tensorflow() -> Backend:
@@ -63,11 +66,36 @@ def _jax() -> Backend:
 
 
 def _torch() -> Backend:
+    import torch
+
     def iterate(adapter: Any, steps: int | None) -> Any:
         return itertools.islice(adapter.get_torch_dataloader(), steps)
 
+    @contextmanager
+    def rng_preserved():
+        # Keras's Dropout without a seed calls torch's dropout, which draws from torch's global
+        # generator, and so does each DataLoader iterator: without this, the check would change
+        # the next fit() (its dropout masks and shuffles).
+        cpu = torch.random.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            yield
+        finally:
+            torch.random.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+
+    def compile(fn: Callable) -> Callable:
+        def step(*args: Any) -> Any:
+            with torch.no_grad():  # no autograd graph: the check never differentiates
+                return fn(*args)
+
+        return step
+
     # torch reports shape mismatches as RuntimeError (and out-of-range labels as IndexError).
-    return Backend("torch", lambda fn: fn, False, (ValueError, TypeError, RuntimeError, IndexError), iterate)
+    return Backend(
+        "torch", compile, False, (ValueError, TypeError, RuntimeError, IndexError), iterate, rng_preserved
+    )
 
 
 _FACTORIES = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
@@ -102,10 +130,8 @@ def is_torch_dataloader(x: Any) -> bool:
     return torch_data is not None and isinstance(x, torch_data.DataLoader)
 
 
-def replica_parts(variable: Any) -> list[Any] | None:
-    """Per-replica copies of a ``tf.distribute`` variable, or None (one copy; other backends)."""
-    if _keras.keras().config.backend() != "tensorflow":
-        return None
-    inner = getattr(variable, "value", variable)
-    values = getattr(inner, "values", None)
-    return list(values) if isinstance(values, (list, tuple)) and len(values) > 1 else None
+def to_numpy(value: Any) -> Any:
+    """A step's output as a NumPy array (``.numpy()`` on TensorFlow: Keras's conversion warns there)."""
+    if _keras.keras().config.backend() == "tensorflow" and hasattr(value, "numpy"):
+        return value.numpy()
+    return _keras.keras().ops.convert_to_numpy(value)

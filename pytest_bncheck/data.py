@@ -163,12 +163,17 @@ def not_accepted(exc: BaseException) -> BNCheckInputError:
 
 def _specs(structure: Any) -> str:
     """``(None, 16) float32`` for every tensor in ``structure``, comma-separated."""
-    tree = _keras.keras().tree
+    keras = _keras.keras()
+    tree = keras.tree
     leaves = [leaf for leaf in tree.flatten(structure) if leaf is not None] if structure is not None else []
     shown = []
     for leaf in leaves:
         shape = tuple(getattr(leaf, "shape", ()))
-        dtype = getattr(getattr(leaf, "dtype", None), "name", None) or str(getattr(leaf, "dtype", "?"))
+        dtype = getattr(leaf, "dtype", "?")
+        try:
+            dtype = keras.backend.standardize_dtype(dtype)  # "float32" for TF, JAX and torch dtypes
+        except (ValueError, TypeError, AttributeError):
+            dtype = getattr(dtype, "name", None) or str(dtype)
         shown.append(f"{tuple(None if d is None else int(d) for d in shape)} {dtype}")
     return ", ".join(shown) or "nothing"
 

@@ -164,7 +164,7 @@ class Passes:
             logs = model.get_metrics_result()
         results = {}
         for name, value in logs.items():
-            array = np.asarray(keras.ops.convert_to_numpy(value))
+            array = np.asarray(backends.to_numpy(value))
             if array.size == 1:
                 results[name] = float(array.reshape(()))
         return results
@@ -232,11 +232,10 @@ class Passes:
         chosen = []
         for i, ref in enumerate(self.refs):
             mean, variance = statistics[i] if statistics is not None else (None, None)
-            pair = []
-            for variable, value in ((ref.layer.moving_mean, mean), (ref.layer.moving_variance, variance)):
-                value = variable.numpy() if value is None else value
-                pair.append(ops.convert_to_tensor(np.asarray(value), dtype=variable.dtype))
-            chosen.append(tuple(pair))
+            chosen.append(tuple(
+                ops.copy(variable.value) if value is None else ops.convert_to_tensor(np.asarray(value), variable.dtype)
+                for variable, value in ((ref.layer.moving_mean, mean), (ref.layer.moving_variance, variance))
+            ))
         self._statistics = chosen
 
     def _run(self, batches: Any, kinds: list[str], observe: bool = False) -> tuple[int, int, list[Any]]:
@@ -245,7 +244,8 @@ class Passes:
         count = samples = 0
         flags = []
         model_values = None
-        with _observing_inputs(self.refs, self.capture) if observe else nullcontext():
+        observing = _observing_inputs(self.refs, self.capture) if observe else nullcontext()
+        with self.backend.rng_preserved(), observing:
             for data in batches:
                 self._prepare(data)
                 if model_values is None:
@@ -392,7 +392,7 @@ def check_finite(flags: list[Any], batches: Any) -> None:
     if not flags:
         return
     np = _keras.np()
-    convert = _keras.keras().ops.convert_to_numpy
+    convert = backends.to_numpy
     table = np.stack([np.asarray(convert(flag)) for flag in flags])
     bad = np.argwhere(~table)
     if bad.size:

@@ -97,7 +97,8 @@ class MomentAccumulator:
 
     def result(self) -> Moments:
         np = _keras.np()
-        convert = _keras.keras().ops.convert_to_numpy
+        from pytest_bncheck.backends import to_numpy as convert
+
         total = Moments(0.0, np.zeros(self.channels), np.zeros(self.channels))
         for n_b, mean_b, m2_b in self._pending:
             batch = Moments(
