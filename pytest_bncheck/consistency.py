@@ -16,8 +16,16 @@ the gap.  A fourth number, inference after recalibrating a *copy* of the moving 
 (the exact population statistics of each layer's inputs, see :mod:`pytest_bncheck.stats`),
 says whether :func:`~pytest_bncheck.recalibrate.recalibrate_batchnorm` would close the gap.
 
+How the cause is decided when inference fails: with Dropout or other training-only layers, a
+BN-only training pass (batch statistics, everything else in inference) separates Dropout's
+share of the gap from BatchNormalization's; when training mode in data order does not
+reproduce fit, seeded shuffled batch orders are tried (fit shuffles arrays), and the report
+says which order it used.  The audit and the callback add what they saw fit() do to statistics
+it must not touch (keras#20285).
+
 Cost: two reads of the data, three forward passes per batch (training mode with the moments,
-inference, inference recalibrated), compiled per backend (``tf.function``, ``jax.jit``; eager on torch); no backward pass.
+inference, inference recalibrated), compiled per backend (``tf.function``, ``jax.jit``; eager on
+torch); no backward pass.  The BN-only pass and the shuffled orders run only on the failing path.
 """
 
 from __future__ import annotations

@@ -178,21 +178,30 @@ def _specs(structure: Any) -> str:
     return ", ".join(shown) or "nothing"
 
 
-def _essence(exc: BaseException) -> str:
-    """The line of a Keras/TensorFlow error that says what did not fit."""
+_MISMATCH_KEYS = (
+    "incompatible", "must have the same shape", "broadcastable", "label value", "expected", "dtype", "shape",
+)
+
+
+def _essence(exc: BaseException) -> str | None:
+    """The line of a Keras/TensorFlow error that says what did not fit, or None when the error
+    is not about the data's shape or type (then it is re-raised as it is: it is not ours to
+    summarize)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras highlights names with ANSI codes
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    chosen = None
-    for key in ("incompatible", "must have the same shape", "label value", "expected", "dtype", "shape"):
+    lines = [
+        line.strip() for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(("File ", "in user code", "Traceback"))
+    ]
+    for key in _MISMATCH_KEYS:
         chosen = next((line for line in lines if key in line.lower()), None)
         if chosen:
-            break
-    chosen = chosen or (lines[0] if lines else type(exc).__name__)
-    return chosen if len(chosen) <= 120 else chosen[:117] + "..."
+            return chosen if len(chosen) <= 120 else chosen[:117] + "..."
+    return None
 
 
-def describe_mismatch(model: Any, data: Any, exc: BaseException) -> str:
-    """One line for data the model cannot take: what the model expects, what the data is."""
+def describe_mismatch(model: Any, data: Any, exc: BaseException) -> str | None:
+    """One line for data the model cannot take: what the model expects, what the data is
+    (None when ``exc`` is not about that)."""
     keras = _keras.keras()
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     try:
@@ -209,8 +218,11 @@ def describe_mismatch(model: Any, data: Any, exc: BaseException) -> str:
                 f"x yields single samples ({_specs(x)}) but model {model.name!r} takes batches ({expected}): "
                 "batch the dataset (dataset.batch(32)) as for fit()"
             )
+    essence = _essence(exc)
+    if essence is None:
+        return None
     takes = f"takes {expected} and outputs {_specs(outputs)}" if expected else "cannot take it"
     return (
         f"the data does not fit model {model.name!r}, which {takes}: x's batches are {_specs(x)}, "
-        f"y's {_specs(y)} ({_essence(exc)})"
+        f"y's {_specs(y)} ({essence})"
     )

@@ -13,9 +13,17 @@ torch, see :mod:`pytest_bncheck.backends`):
   pass in, so the same compiled step measures the stored statistics and, in a second pass,
   recalibrated ones, without ever assigning to the model.
 
+A third step, run only when the check needs it, is the **BN-only step**: ``model(x,
+training=False)`` with BatchNormalization alone forced into training mode (batch statistics),
+Dropout and every other layer in inference mode, to tell their shares of a gap apart.  Every
+training-mode step also returns whether the batch's inputs, targets and sample weights were
+finite, so NaN data is refused (naming the batch) before anything could be written.
+
 Metric state is passed in and returned as values: the model's metric variables are mapped to
-them through the scope, so ``fit``'s metric state is left alone too.  The model's variables
-are only read, which is what makes the check leave the model bit-identical.  Layer inputs are
+them through the scope, so ``fit``'s metric state is left alone too; a recompiled or reloaded
+model's not-yet-built compiled loss and metrics are replaced, while the check runs, by copies
+built outside the model (:class:`CompiledObjects`).  The model's variables are only read,
+which is what makes the check leave the model bit-identical.  Layer inputs are
 observed by wrapping each BatchNormalization layer's ``call`` for the duration of a pass
 (the wrapper only records while a training-mode step is being traced or run); it is removed
 afterwards.
@@ -410,7 +418,11 @@ def guarded(step: Any, data: Any, model: Any) -> Any:
     except BNCheckInputError:
         raise
     except backends.current().data_errors as exc:
-        raise BNCheckInputError(describe_mismatch(model, data, exc)) from None
+        message = describe_mismatch(model, data, exc)
+        if message is None:
+            raise  # not a mismatch between the data and the model: shown as it is
+        raise BNCheckInputError(message) from None
+
 
 
 def _batch_size(data: Any) -> int:

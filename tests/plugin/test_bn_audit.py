@@ -38,6 +38,9 @@ def test_check_arguments_follow_fit_validation_split_and_steps():
     np.testing.assert_array_equal(arguments["x"], x[:72])
     assert arguments["batch_size"] == 16 and arguments["class_weight"] == {0: 2.0} and arguments["steps"] == 4
     assert audit.check_arguments({"x": (i for i in range(3))}) is None  # a one-shot generator: not audited
+    assert arguments["shuffle"] is True and arguments["length_known"] is False  # fit's defaults; steps given
+    unshuffled = audit.check_arguments({"x": x, "y": y, "shuffle": False})
+    assert unshuffled["shuffle"] is False and unshuffled["length_known"] is True  # fit read x to its end
 
 
 def test_updates_are_counted_and_loaded_statistics_are_told_apart():

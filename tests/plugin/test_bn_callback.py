@@ -74,3 +74,26 @@ def test_callback_is_silent_when_batchnorm_is_kept_frozen_while_fine_tuning():
     callback = BNConsistencyCallback(x, y, batch_size=32, print_fn=lambda text: None)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
     assert callback.report.passed and callback.report.statistics_changed == []
+
+
+def test_callback_catches_frozen_statistics_written_during_fit():
+    import keras
+
+    x, y = bn_models.blobs()
+    model = bn_models.bn_mlp(momentum=0.9)
+    model.fit(x, y, batch_size=32, epochs=40, verbose=0)
+    frozen = model.layers[1]
+    frozen.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy", metrics=["acc"])
+
+    class Meddler(keras.callbacks.Callback):  # writes a frozen layer's statistics, as a buggy callback would
+        def on_epoch_end(self, epoch, logs=None):
+            frozen.moving_mean.assign(frozen.moving_mean + 1e-3)
+
+    callback = BNConsistencyCallback(x, y, batch_size=32, print_fn=lambda text: None)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[Meddler(), callback])
+    report = callback.report
+    assert not report.passed and report.cause == "frozen-updated"
+    (change,) = report.statistics_changed
+    assert change.reason == "trainable=False" and change.path == frozen.name and change.container is None
+    assert "BatchNormalization layers with trainable=False changed during fit()" in report.advice[0]
