@@ -1,6 +1,10 @@
 """Cost of check_bn_consistency relative to one warm training epoch, and its peak memory.
 
-Run:  python benchmarks/bench_consistency.py [--samples 2048] [--batch-size 32] [--repeats 3]
+Run:  python benchmarks/bench_consistency.py [--backend tensorflow|jax|torch] [--samples 2048]
+      [--batch-size 32] [--repeats 3]
+
+``--backend`` sets KERAS_BACKEND before Keras is imported (Keras fixes its backend then): one
+backend per run, so the ratios of one run compare the check with fit on the same backend.
 
 On a CNN with six BatchNormalization layers (random 32x32x3 images; no downloads) it
 measures, after warming every compiled function up (tracing excluded):
@@ -22,6 +26,12 @@ import os
 # Our own process: quiet TensorFlow's start-up noise before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import sys  # noqa: E402
+
+# Keras reads KERAS_BACKEND at import: take --backend from the command line before importing it.
+if "--backend" in sys.argv[:-1]:
+    os.environ["KERAS_BACKEND"] = sys.argv[sys.argv.index("--backend") + 1]
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -60,6 +70,8 @@ def timed(function, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default=None,
+                        help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
@@ -91,7 +103,7 @@ def main() -> None:
         check()
 
     steps = -(-args.samples // bs)
-    print(f"model: {model.name}, {len(model.layers)} layers, 6 BatchNormalization; "
+    print(f"backend: {keras.config.backend()}; model: {model.name}, {len(model.layers)} layers, 6 BatchNormalization; "
           f"data: {args.samples} x 32x32x3, batch_size {bs} ({steps} steps); {os.cpu_count()} CPU cores")
     print(f"warm training epoch (fit, epochs=1):  {epoch:7.3f} s")
     print(f"warm evaluate:                        {evaluate:7.3f} s")

@@ -1,4 +1,4 @@
-"""The single place that imports Keras, TensorFlow and NumPy.
+"""The single place that imports Keras, TensorFlow and NumPy (backend choices: backends.py).
 
 Loading the pytest plugin happens in every pytest run once the package is installed, so
 nothing at import time of this package may pull in TensorFlow (~2.5 s); the check imports it
@@ -13,7 +13,7 @@ from types import ModuleType
 
 from pytest_bncheck.errors import BNCheckInputError
 
-_INSTALL_HINT = 'install them with: pip install "pytest-bncheck[tensorflow]"'
+_INSTALL_HINT = 'install them with: pip install "pytest-bncheck[tensorflow]" (or [jax], [torch])'
 
 
 def _load(name: str) -> ModuleType:
@@ -41,16 +41,6 @@ def keras() -> ModuleType:
             'upgrade with: pip install "keras>=3"'
         )
     return module
-
-
-def require_tensorflow_backend() -> None:
-    """The runtime check's compiled steps are TensorFlow's (tf.function, tf.data, tf.distribute)."""
-    backend = keras().config.backend()
-    if backend != "tensorflow":
-        raise BNCheckInputError(
-            f"the runtime check supports Keras's TensorFlow backend only, and Keras runs on {backend!r}: "
-            "run it with KERAS_BACKEND=tensorflow"
-        )
 
 
 def tf() -> ModuleType:

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pytest_bncheck import _keras
+from pytest_bncheck import _keras, backends
 from pytest_bncheck.report import StatisticsChange
 
 #: layer -> training steps it was trainable in, counted since the audit first saw it.
@@ -46,7 +46,7 @@ def _iterations(model: Any) -> int:
     iterations = getattr(optimizer, "_iterations", None)
     if iterations is None:
         iterations = getattr(optimizer, "iterations", None)
-    return 0 if iterations is None else int(iterations.numpy())
+    return 0 if iterations is None else int(backends.to_numpy(iterations))
 
 
 def _is_initial(layer: Any) -> bool:

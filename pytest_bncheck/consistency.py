@@ -24,8 +24,8 @@ says which order it used.  The audit and the callback add what they saw fit() do
 it must not touch (keras#20285).
 
 Cost: two reads of the data, three forward passes per batch (training mode with the moments,
-inference, inference recalibrated), compiled with ``tf.function``; no backward pass.  The
-BN-only pass and the shuffled orders run only on the failing path.
+inference, inference recalibrated), compiled per backend (``tf.function``, ``jax.jit``; eager on
+torch); no backward pass.  The BN-only pass and the shuffled orders run only on the failing path.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pytest_bncheck import _keras, arguments
-from pytest_bncheck.data import make_batches
+from pytest_bncheck import _keras, arguments, backends
+from pytest_bncheck.data import data_kind, make_batches
 from pytest_bncheck.diagnosis import advise, diagnose_layer, override_advice, replica_notes, update_notes
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
 from pytest_bncheck.layers import BatchNormRef, find_batchnorm_layers
@@ -85,7 +85,7 @@ def check_bn_consistency(
 
 def validate_model(model: Any, *, compiled: bool = True) -> None:
     keras = _keras.keras()
-    _keras.require_tensorflow_backend()
+    backends.current()  # refuses a backend the check does not run on
     if not isinstance(model, keras.Model):
         raise BNCheckTypeError(
             f"model must be a Keras 3 keras.Model, got {type(model).__module__}.{type(model).__qualname__}; "
@@ -389,6 +389,4 @@ def run_check(
 
 
 def _is_array_data(x: Any) -> bool:
-    tf = _keras.tf()
-    keras = _keras.keras()
-    return not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+    return data_kind(x) == "arrays"

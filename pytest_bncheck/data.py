@@ -1,7 +1,9 @@
 """Turning what ``Model.evaluate`` accepts into batches the check can read twice.
 
 Keras's own data adapters do the work (arrays, dicts/lists of arrays, ``tf.data.Dataset``,
-``keras.utils.PyDataset``), so batches are cut exactly as ``evaluate`` would cut them.  The
+``torch.utils.data.DataLoader``, ``keras.utils.PyDataset``), so batches are cut exactly as
+``evaluate`` would cut them, and handed over in the form ``fit`` uses on the backend Keras
+runs on.  The
 check reads the data twice (the recalibration probe needs the pooled statistics of the first
 pass), so one-shot Python generators are refused, and infinite data needs ``steps``.
 """
@@ -13,7 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pytest_bncheck import _keras, arguments
+from pytest_bncheck import _keras, arguments, backends
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
 
 
@@ -22,15 +24,14 @@ _DATASET_PARTS = ("the inputs", "the targets", "the sample weights")
 
 
 class Batches:
-    """Re-iterable batches of ``(x, y, sample_weight)`` as a ``tf.data.Dataset`` yields them."""
+    """Re-iterable batches of ``(x, y, sample_weight)`` as ``fit`` reads them on this backend."""
 
     def __init__(self, adapter: Any, steps: int | None, arrays: bool, batch_size: int | None):
         self.adapter = adapter
         self.steps = steps
         self.arrays = arrays  # x, y, sample_weight given as separate arrays (batches cut by us)
         self.batch_size = batch_size
-        dataset = adapter.get_tf_dataset()
-        self.dataset = dataset.take(steps) if steps is not None else dataset
+        self._iterate = backends.current().iterate
 
     def describe(self, part: int, batch: int) -> str:
         """Which argument holds ``part`` (0 x, 1 y, 2 sample_weight) of batch ``batch``."""
@@ -42,7 +43,13 @@ class Batches:
     def __iter__(self) -> Iterator[Any]:
         self.adapter.on_epoch_begin()
         try:
-            yield from self.dataset
+            # Keras's adapters convert lazily (per batch on JAX and torch): data they cannot take
+            # fails here.  Errors of the loop's body are not thrown into this generator.
+            yield from self._iterate(self.adapter, self.steps)
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            if isinstance(exc, BNCheckInputError):
+                raise
+            raise not_accepted(exc) from None
         finally:
             self.adapter.on_epoch_end()
 
@@ -54,6 +61,17 @@ def _first_dimension(structure: Any) -> int | None:
         if shape is not None and len(shape) > 0:
             return int(shape[0]) if shape[0] is not None else None
     return None
+
+
+def data_kind(x: Any) -> str:
+    """The kind of data: "tf.data", "torch", "pydataset" or "arrays" (anything else Keras's adapters take)."""
+    if backends.is_tf_dataset(x):
+        return "tf.data"
+    if backends.is_torch_dataloader(x):
+        return "torch"
+    if isinstance(x, _keras.keras().utils.PyDataset):
+        return "pydataset"
+    return "arrays"
 
 
 def make_batches(
@@ -74,19 +92,20 @@ def make_batches(
     this seed first (fit() shuffles arrays; batch statistics depend on which samples share a
     batch).
     """
-    tf = _keras.tf()
     keras = _keras.keras()
     batch_size = arguments.positive_int("batch_size", batch_size)
     steps = arguments.positive_int("steps", steps)
     class_weight = arguments.class_weights(class_weight)
     if x is None:
         raise BNCheckInputError("no data: pass the training data as x (and y), as given to fit()")
-    if inspect.isgenerator(x) or (isinstance(x, Iterator) and not isinstance(x, tf.data.Dataset)):
+    kind = data_kind(x)
+    if inspect.isgenerator(x) or (isinstance(x, Iterator) and kind == "arrays"):
         raise BNCheckTypeError(
             f"x is a one-shot {type(x).__name__}: the check reads the data twice; "
-            "pass arrays, a tf.data.Dataset or a keras.utils.PyDataset instead"
+            "pass arrays, a tf.data.Dataset, a torch DataLoader or a keras.utils.PyDataset instead"
         )
-    if isinstance(x, tf.data.Dataset):
+    if kind == "tf.data":
+        tf = _keras.tf()
         cardinality = int(x.cardinality())
         if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
             raise BNCheckInputError(
@@ -99,19 +118,19 @@ def make_batches(
                 "pass steps= (the steps_per_epoch given to fit), or declare its length with "
                 "dataset.apply(tf.data.experimental.assert_cardinality(n))"
             )
-    elif isinstance(x, keras.utils.PyDataset):
+    elif kind == "pydataset":
         if x.num_batches is None and steps is None:
             raise BNCheckInputError(
                 "x is an infinite PyDataset (num_batches is None): pass steps= (the steps_per_epoch given to fit)"
             )
         if x.num_batches == 0:
             raise BNCheckInputError("x is an empty PyDataset: pass the data the model was trained on")
-    else:
+    elif kind == "arrays":
         size = _first_dimension(x)
         if size == 0:
             raise BNCheckInputError("x is empty (0 samples): pass the data the model was trained on")
     get_adapter = _keras.keras_src("trainers.data_adapters").get_data_adapter
-    arrays = not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+    arrays = kind == "arrays"
     if arrays and order_seed is not None:
         np = _keras.np()
         size = _first_dimension(x)
@@ -126,23 +145,35 @@ def make_batches(
         )
         if adapter.num_batches == 0:
             raise BNCheckInputError("the data has no batches: pass the data the model was trained on")
+        if kind == "torch" and adapter.num_batches is None and steps is None and not length_known:
+            raise BNCheckInputError(
+                "x is a torch DataLoader of unknown length (an IterableDataset without __len__), which may be "
+                "infinite: pass steps= (the steps_per_epoch given to fit)"
+            )
         return Batches(adapter, steps, arrays, getattr(adapter, "batch_size", None) if arrays else None)
     except (ValueError, TypeError, NotImplementedError) as exc:
         if isinstance(exc, BNCheckInputError):
             raise
-        message = " ".join(str(exc).split())
-        raise BNCheckInputError(
-            f"x/y are not accepted as Model.evaluate would accept them: {message}"
-        ) from None
+        raise not_accepted(exc) from None
+
+
+def not_accepted(exc: BaseException) -> BNCheckInputError:
+    message = " ".join(str(exc).split())
+    return BNCheckInputError(f"x/y are not accepted as Model.evaluate would accept them: {message}")
 
 def _specs(structure: Any) -> str:
     """``(None, 16) float32`` for every tensor in ``structure``, comma-separated."""
-    tree = _keras.keras().tree
+    keras = _keras.keras()
+    tree = keras.tree
     leaves = [leaf for leaf in tree.flatten(structure) if leaf is not None] if structure is not None else []
     shown = []
     for leaf in leaves:
         shape = tuple(getattr(leaf, "shape", ()))
-        dtype = getattr(getattr(leaf, "dtype", None), "name", None) or str(getattr(leaf, "dtype", "?"))
+        dtype = getattr(leaf, "dtype", "?")
+        try:
+            dtype = keras.backend.standardize_dtype(dtype)  # "float32" for TF, JAX and torch dtypes
+        except (ValueError, TypeError, AttributeError):
+            dtype = getattr(dtype, "name", None) or str(dtype)
         shown.append(f"{tuple(None if d is None else int(d) for d in shape)} {dtype}")
     return ", ".join(shown) or "nothing"
 

@@ -1,30 +1,31 @@
 """Compiled, fused passes over the data that never change the model.
 
-Two ``tf.function`` steps do all the work, each with a single forward pass:
+Each step is one forward pass, compiled per backend (``tf.function``, ``jax.jit``; eager on
+torch, see :mod:`pytest_bncheck.backends`):
 
 * the **training-mode step** runs ``model(x, training=True)`` (batch statistics, dropout on,
   as in ``fit``) inside a ``keras.StatelessScope`` that catches every variable assignment
   (moving-average updates, seed-generator advances) and throws it away; it updates the
-  compiled loss and metrics, and folds each BatchNormalization layer's input moments into
-  float64 accumulators (see :mod:`pytest_bncheck.stats`);
+  compiled loss and metrics and returns each BatchNormalization layer's input moments,
+  pooled in float64 afterwards (see :mod:`pytest_bncheck.stats`);
 * the **inference step** runs ``model(x, training=False)`` with every layer's
-  ``moving_mean``/``moving_variance`` read through the scope's state mapping from our own
-  copies, so the same compiled step measures the stored statistics and, in a second pass,
+  ``moving_mean``/``moving_variance`` read through the scope's state mapping from values we
+  pass in, so the same compiled step measures the stored statistics and, in a second pass,
   recalibrated ones, without ever assigning to the model.
 
 A third step, run only when the check needs it, is the **BN-only step**: ``model(x,
 training=False)`` with BatchNormalization alone forced into training mode (batch statistics),
 Dropout and every other layer in inference mode, to tell their shares of a gap apart.  Every
-step also returns whether the batch's inputs, targets and sample weights were finite, so NaN
-data is refused (naming the batch) before anything could be written.
+training-mode step also returns whether the batch's inputs, targets and sample weights were
+finite, so NaN data is refused (naming the batch) before anything could be written.
 
-Metric state lives in our own variables: the model's metric variables are mapped to them
-through the scope, so ``fit``'s metric state is left alone too; a recompiled or reloaded
+Metric state is passed in and returned as values: the model's metric variables are mapped to
+them through the scope, so ``fit``'s metric state is left alone too; a recompiled or reloaded
 model's not-yet-built compiled loss and metrics are replaced, while the check runs, by copies
-built outside the model (:class:`CompiledObjects`).  The model's variables are
-only read, which is what makes the check leave the model bit-identical.  Layer inputs are
+built outside the model (:class:`CompiledObjects`).  The model's variables are only read,
+which is what makes the check leave the model bit-identical.  Layer inputs are
 observed by wrapping each BatchNormalization layer's ``call`` for the duration of a pass
-(the wrapper only records while the training-mode step is being traced); it is removed
+(the wrapper only records while a training-mode step is being traced or run); it is removed
 afterwards.
 """
 
@@ -35,7 +36,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_bncheck import _keras
+from pytest_bncheck import _keras, backends
 from pytest_bncheck.data import describe_mismatch
 from pytest_bncheck.errors import BNCheckInputError
 from pytest_bncheck.layers import BatchNormRef
@@ -95,83 +96,83 @@ def _observing_inputs(refs: list[BatchNormRef], capture: _Capture):
 
 
 class Passes:
-    """The compiled steps and their state for one model (cached while the model lives)."""
+    """The compiled steps and their state for one model (cached while the model lives).
+
+    Every step is a function of values only: ``step(model_values, metric_values,
+    statistics, data) -> (metric_values, moments, finite flags)``.  Metric state, the
+    statistics the inference step normalizes with and (on JAX) every model variable go in
+    through a ``keras.StatelessScope`` state mapping, and the new metric state comes out; the
+    per-layer moments recorded while the step was traced come out as outputs too.  So one
+    implementation compiles with ``tf.function`` and ``jax.jit`` alike (and runs eagerly on
+    torch), see :mod:`pytest_bncheck.backends`.
+    """
 
     def __init__(self, model: Any, refs: list[BatchNormRef]):
-        tf = _keras.tf()
         keras = _keras.keras()
+        self.backend = backends.current()
         self._model = weakref.ref(model)
         self.refs = refs
         self.compiled = CompiledObjects(model)
         self.moments = [MomentAccumulator(int(r.layer.moving_mean.shape[0])) for r in refs]
-        self.stored_mean = [tf.Variable(tf.identity(r.layer.moving_mean.value), trainable=False) for r in refs]
-        self.stored_variance = [tf.Variable(tf.identity(r.layer.moving_variance.value), trainable=False) for r in refs]
         self.capture = _Capture(len(refs))
         self._unpack = keras.utils.unpack_x_y_sample_weight
         self.metric_variables: list[Any] = []
+        self.model_variables: list[Any] = []
         self._ready = False
-        self.train_step = tf.function(self._train_step, reduce_retracing=True)
-        self.bn_only_step = tf.function(self._bn_only_step, reduce_retracing=True)
-        self.infer_step = tf.function(self._infer_step, reduce_retracing=True)
-        self.moments_step = tf.function(self._moments_step, reduce_retracing=True)
+        self._steps = {
+            kind: self.backend.compile(getattr(self, f"_{kind}_step"))
+            for kind in ("train", "bn_only", "infer", "moments")
+        }
+        self._metrics: dict[str, list[Any]] = {}
+        self._statistics: list[Any] = []
 
     def _prepare(self, data: Any) -> None:
         """Build what the steps need outside the model, once, from the first batch."""
         if self._ready:
             return
-        tf = _keras.tf()
         model = self._model()
         self.compiled.build(model, *self._unpack(data))
         with self.compiled.in_place(model):
             self.metric_variables = list(model.metrics_variables)
             self._reset_values = self._metric_reset_values(model)
-        self.train_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
-        self.bn_only_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
-        self.infer_metrics = [tf.Variable(v, trainable=False) for v in self._reset_values]
+        if self.backend.explicit_variables:
+            metric_ids = {id(v) for v in self.metric_variables}
+            self.model_variables = [v for v in model.variables if id(v) not in metric_ids]
+        self._reset_all()
         self._ready = True
 
     # -- metric state --------------------------------------------------------------------
     def _metric_reset_values(self, model: Any) -> list[Any]:
         keras = _keras.keras()
-        tf = _keras.tf()
         with keras.StatelessScope() as scope:
             for metric in model.metrics:
                 metric.reset_state()
         values = []
         for variable in self.metric_variables:
             value = scope.get_current_value(variable)
-            values.append(tf.identity(value if value is not None else tf.zeros_like(variable.value)))
+            values.append(keras.ops.copy(value if value is not None else keras.ops.zeros_like(variable.value)))
         return values
-
-    def _metric_mapping(self, accumulators: list[Any]) -> list[tuple[Any, Any]]:
-        return [(v, a.read_value()) for v, a in zip(self.metric_variables, accumulators)]
 
     def _update_metrics(self, model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any, training: bool) -> None:
         """The compiled loss and metrics, as ``test_step`` updates them."""
-        tf = _keras.tf()
-        tree = _keras.keras().tree
+        keras = _keras.keras()
         loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
         # compute_loss divides by the replicas of a tf.distribute strategy; test_step undoes it.
         loss = _keras.keras_src("losses.loss").unscale_loss_for_distribution(loss)
-        batch = tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
+        batch = keras.ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
         model._loss_tracker.update_state(loss, sample_weight=batch)
         model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    @staticmethod
-    def _store(scope: Any, variables: list[Any], accumulators: list[Any]) -> None:
-        for variable, accumulator in zip(variables, accumulators):
-            accumulator.assign(scope.get_current_value(variable))
-
-    def metric_results(self, accumulators: list[Any]) -> dict[str, float]:
+    def metric_results(self, values: list[Any]) -> dict[str, float]:
         keras = _keras.keras()
         np = _keras.np()
         model = self._model()
-        mapping = [(v, a.read_value()) for v, a in zip(self.metric_variables, accumulators)]
+        mapping = list(zip(self.metric_variables, values))
         with self.compiled.in_place(model), keras.StatelessScope(state_mapping=mapping):
             logs = model.get_metrics_result()
         results = {}
         for name, value in logs.items():
-            array = np.asarray(value)
+            array = np.asarray(backends.to_numpy(value))
             if array.size == 1:
                 results[name] = float(array.reshape(()))
         return results
@@ -187,140 +188,143 @@ class Passes:
         return found
 
     # -- compiled steps -----------------------------------------------------------------
-    def _forward_observed(self, model: Any, x: Any) -> Any:
-        """Training-mode forward pass that records each layer's input moments."""
-        self.capture.active = True
+    def _scope(self, model_values: list[Any], metric_values: list[Any], statistics: list[Any]) -> Any:
+        """A scope that reads every mapped variable from the given values and catches every write
+        (moving averages, dropout seeds, metric state)."""
+        mapping = list(zip(self.model_variables, model_values))
+        for ref, (mean, variance) in zip(self.refs, statistics):
+            mapping += [(ref.layer.moving_mean, mean), (ref.layer.moving_variance, variance)]
+        mapping += list(zip(self.metric_variables, metric_values))
+        return _keras.keras().StatelessScope(state_mapping=mapping, collect_losses=True)
+
+    def _forward(self, model: Any, x: Any, observe: bool, training: bool, bn_training: bool = False) -> Any:
+        """A forward pass; ``observe`` records each layer's input moments, ``bn_training`` runs
+        BatchNormalization alone in training mode."""
+        self.capture.active, self.capture.force_training = observe, bn_training
         try:
-            return model(x, training=True)
+            return model(x, training=training)
         finally:
-            self.capture.active = False
+            self.capture.active = self.capture.force_training = False
 
-    def _fold_moments(self) -> None:
-        for index, (accumulator, records) in enumerate(zip(self.moments, self.capture.records)):
-            self.capture.calls[index] = max(len(records), 1)
-            for count, mean, m2 in records:
-                accumulator.update(count, mean, m2)
-        self.capture.clear()
-
-    def _train_step(self, data: Any) -> Any:
-        keras = _keras.keras()
+    def _step(self, model_values, metric_values, statistics, data, *, training, observe, bn_training=False):
         model = self._model()
         x, y, sample_weight = self._unpack(data)
         self.capture.clear()
-        mapping = self._metric_mapping(self.train_metrics)
-        # Every assignment in the scope (moving averages, dropout seeds, metric state) is caught;
-        # only the metric state is read back, into our own accumulators.
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            y_pred = self._forward_observed(model, x)
-            self._update_metrics(model, x, y, y_pred, sample_weight, training=True)
-        self._store(scope, self.metric_variables, self.train_metrics)
-        self._fold_moments()
-        return finite_flags(x, y, sample_weight)
+        with self._scope(model_values, metric_values, statistics) as scope:
+            y_pred = self._forward(model, x, observe, training, bn_training)
+            if metric_values:
+                self._update_metrics(model, x, y, y_pred, sample_weight, training=training)
+        records = [list(r) for r in self.capture.records]
+        self.capture.clear()
+        new_metrics = [scope.get_current_value(v) for v in self.metric_variables] if metric_values else []
+        return new_metrics, records, finite_flags(x, y, sample_weight) if observe else None
 
-    def _bn_only_step(self, data: Any) -> None:
+    def _train_step(self, model_values, metric_values, statistics, data):
+        return self._step(model_values, metric_values, statistics, data, training=True, observe=True)
+
+    def _bn_only_step(self, model_values, metric_values, statistics, data):
         """Batch statistics in BatchNormalization, every other layer (Dropout...) in inference."""
-        keras = _keras.keras()
-        model = self._model()
-        x, y, sample_weight = self._unpack(data)
-        mapping = self._metric_mapping(self.bn_only_metrics)
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            self.capture.force_training = True
-            try:
-                y_pred = model(x, training=False)
-            finally:
-                self.capture.force_training = False
-            self._update_metrics(model, x, y, y_pred, sample_weight, training=False)
-        self._store(scope, self.metric_variables, self.bn_only_metrics)
+        return self._step(model_values, metric_values, statistics, data, training=False, observe=False, bn_training=True)
 
-    def _moments_step(self, data: Any) -> Any:
-        keras = _keras.keras()
-        x, y, sample_weight = self._unpack(data)
-        self.capture.clear()
-        with keras.StatelessScope():
-            self._forward_observed(self._model(), x)
-        self._fold_moments()
-        return finite_flags(x, None, None)
+    def _moments_step(self, model_values, metric_values, statistics, data):
+        return self._step(model_values, [], statistics, data, training=True, observe=True)
 
-    def _infer_step(self, data: Any) -> None:
-        keras = _keras.keras()
-        model = self._model()
-        x, y, sample_weight = self._unpack(data)
-        mapping = self._metric_mapping(self.infer_metrics)
-        for ref, mean, variance in zip(self.refs, self.stored_mean, self.stored_variance):
-            mapping.append((ref.layer.moving_mean, mean.read_value()))
-            mapping.append((ref.layer.moving_variance, variance.read_value()))
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            y_pred = model(x, training=False)
-            self._update_metrics(model, x, y, y_pred, sample_weight, training=False)
-        self._store(scope, self.metric_variables, self.infer_metrics)
+    def _infer_step(self, model_values, metric_values, statistics, data):
+        return self._step(model_values, metric_values, statistics, data, training=False, observe=False)
 
     # -- passes ---------------------------------------------------------------------------
-    def _reset(self, accumulators: list[Any]) -> None:
-        for accumulator, value in zip(accumulators, self._reset_values):
-            accumulator.assign(value)
-
     def _use_statistics(self, statistics: list[tuple[Any, Any]] | None) -> None:
         """Point the inference step at the stored statistics, or at the given ones."""
+        ops = _keras.keras().ops
+        np = _keras.np()
+        chosen = []
         for i, ref in enumerate(self.refs):
             mean, variance = statistics[i] if statistics is not None else (None, None)
-            self.stored_mean[i].assign(ref.layer.moving_mean.value if mean is None else mean)
-            self.stored_variance[i].assign(ref.layer.moving_variance.value if variance is None else variance)
+            chosen.append(tuple(
+                ops.copy(variable.value) if value is None else ops.convert_to_tensor(np.asarray(value), variable.dtype)
+                for variable, value in ((ref.layer.moving_mean, mean), (ref.layer.moving_variance, variance))
+            ))
+        self._statistics = chosen
 
-    def _run(self, batches: Any, steps: list[Any], observe: bool = False) -> tuple[int, int, list[Any]]:
-        """Run ``steps`` on every batch; returns batches, samples and the finiteness flags."""
+    def _run(self, batches: Any, kinds: list[str], observe: bool = False) -> tuple[int, int, list[Any]]:
+        """Run the steps ``kinds`` on every batch; returns batches, samples and the finiteness flags."""
         model = self._model()
         count = samples = 0
         flags = []
-        with _observing_inputs(self.refs, self.capture) if observe else nullcontext():
+        model_values = None
+        observing = _observing_inputs(self.refs, self.capture) if observe else nullcontext()
+        with self.backend.rng_preserved(), observing:
             for data in batches:
                 self._prepare(data)
+                if model_values is None:
+                    model_values = [v.value for v in self.model_variables]
                 with self.compiled.in_place(model):
-                    for step in steps:
-                        flag = guarded(step, data, model)
+                    for kind in kinds:
+                        statistics = self._statistics if kind == "infer" else []
+                        metrics = self._metrics.get(kind, [])
+                        step = self._steps[kind]
+                        metrics, records, flag = guarded(
+                            lambda d: step(model_values, metrics, statistics, d), data, model
+                        )
+                        if kind in self._metrics:
+                            self._metrics[kind] = metrics
+                        self._fold_moments(records)
                         if flag is not None:
                             flags.append(flag)
                 count += 1
                 samples += _batch_size(data)
         return count, samples, flags
 
+    def _fold_moments(self, records: list[list[Any]]) -> None:
+        for index, (accumulator, recorded) in enumerate(zip(self.moments, records)):
+            if recorded:
+                self.capture.calls[index] = len(recorded)
+            for count, mean, m2 in recorded:
+                accumulator.update(count, mean, m2)
+
+    def _reset_all(self) -> None:
+        self._metrics = {kind: list(self._reset_values) for kind in ("train", "infer", "bn_only")}
+
+    def _begin(self, kinds: tuple[str, ...]) -> None:
+        if self._ready:
+            for kind in kinds:
+                self._metrics[kind] = list(self._reset_values)
+
     def training_and_inference(self, batches: Any) -> tuple[PassResult, PassResult]:
         """One read of the data: training-mode metrics and moments, inference metrics."""
         for accumulator in self.moments:
             accumulator.reset()
-        self._reset_all()
+        self._begin(("train", "infer"))
         self._use_statistics(None)
-        count, samples, flags = self._run(batches, [self.train_step, self.infer_step], observe=True)
+        count, samples, flags = self._run(batches, ["train", "infer"], observe=True)
         check_finite(flags, batches)
         moments = [a.result() for a in self.moments]
-        train = PassResult(self.metric_results(self.train_metrics), count, samples, moments)
-        infer = PassResult(self.metric_results(self.infer_metrics), count, samples)
+        train = PassResult(self.metric_results(self._metrics["train"]), count, samples, moments)
+        infer = PassResult(self.metric_results(self._metrics["infer"]), count, samples)
         return train, infer
 
     def bn_only(self, batches: Any) -> PassResult:
         """BatchNormalization in training mode, every other layer in inference mode."""
-        self._reset(self.bn_only_metrics)
-        count, samples, _ = self._run(batches, [self.bn_only_step], observe=True)
-        return PassResult(self.metric_results(self.bn_only_metrics), count, samples)
+        self._begin(("bn_only",))
+        count, samples, _ = self._run(batches, ["bn_only"], observe=True)
+        return PassResult(self.metric_results(self._metrics["bn_only"]), count, samples)
 
     def moments_only(self, batches: Any) -> PassResult:
         """One read of the data in training mode: the moments (for recalibration)."""
         for accumulator in self.moments:
             accumulator.reset()
-        count, samples, flags = self._run(batches, [self.moments_step], observe=True)
+        count, samples, flags = self._run(batches, ["moments"], observe=True)
         check_finite(flags, batches)
         return PassResult({}, count, samples, [a.result() for a in self.moments])
 
     def inference(self, batches: Any, statistics: list[tuple[Any, Any]] | None) -> PassResult:
         """Inference metrics with the given (mean, variance) per layer (None: keep stored)."""
-        self._reset(self.infer_metrics)
+        self._begin(("infer",))
         self._use_statistics(statistics)
-        count, samples, _ = self._run(batches, [self.infer_step])
-        return PassResult(self.metric_results(self.infer_metrics), count, samples)
+        count, samples, _ = self._run(batches, ["infer"])
+        return PassResult(self.metric_results(self._metrics["infer"]), count, samples)
 
-    def _reset_all(self) -> None:
-        if self._ready:
-            for accumulators in (self.train_metrics, self.infer_metrics, self.bn_only_metrics):
-                self._reset(accumulators)
+
 class CompiledObjects:
     """The model's compiled loss and metrics, or copies of them built outside the model.
 
@@ -375,16 +379,20 @@ class CompiledObjects:
 
 def finite_flags(x: Any, y: Any, sample_weight: Any) -> Any:
     """In-graph: whether every floating-point value of x, y and sample_weight is finite."""
-    tf = _keras.tf()
-    tree = _keras.keras().tree
+    keras = _keras.keras()
+    ops = keras.ops
     flags = []
     for part in (x, y, sample_weight):
-        ok = tf.constant(True)
-        for leaf in tree.flatten(part) if part is not None else []:
-            if isinstance(leaf, tf.Tensor) and leaf.dtype.is_floating:
-                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(leaf)))
+        ok = ops.convert_to_tensor(True)
+        for leaf in keras.tree.flatten(part) if part is not None else []:
+            try:
+                floating = "float" in keras.backend.standardize_dtype(leaf.dtype)
+            except (AttributeError, ValueError, TypeError):  # strings, objects: not numbers to check
+                floating = False
+            if floating:
+                ok = ops.logical_and(ok, ops.all(ops.isfinite(leaf)))
         flags.append(ok)
-    return tf.stack(flags)
+    return ops.stack(flags)
 
 
 def check_finite(flags: list[Any], batches: Any) -> None:
@@ -392,7 +400,8 @@ def check_finite(flags: list[Any], batches: Any) -> None:
     if not flags:
         return
     np = _keras.np()
-    table = np.stack([flag.numpy() for flag in flags])
+    convert = backends.to_numpy
+    table = np.stack([np.asarray(convert(flag)) for flag in flags])
     bad = np.argwhere(~table)
     if bad.size:
         batch, part = (int(i) for i in bad[0])
@@ -404,12 +413,11 @@ def check_finite(flags: list[Any], batches: Any) -> None:
 
 def guarded(step: Any, data: Any, model: Any) -> Any:
     """Call a compiled step; a mismatch between the data and the model becomes one line."""
-    tf = _keras.tf()
     try:
         return step(data)
     except BNCheckInputError:
         raise
-    except (ValueError, TypeError, tf.errors.OpError) as exc:
+    except backends.current().data_errors as exc:
         message = describe_mismatch(model, data, exc)
         if message is None:
             raise  # not a mismatch between the data and the model: shown as it is

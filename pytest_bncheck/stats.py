@@ -63,46 +63,50 @@ def moments_of(values: Any, axis: int) -> Moments:
 
 
 def batch_moments(inputs: Any, axis: int) -> tuple[Any, Any, Any]:
-    """In-graph ``(n_b, mu_b, M2_b)`` of one batch, reduced over every axis but ``axis``."""
-    tf = _keras.tf()
-    x = tf.cast(inputs, tf.float32)
-    rank = x.shape.rank
+    """In-graph ``(n_b, mu_b, M2_b)`` of one batch, reduced over every axis but ``axis``.
+
+    float32 on every backend (JAX runs without 64-bit types by default); the combination
+    over batches is done in float64 by :class:`MomentAccumulator`.
+    """
+    ops = _keras.keras().ops
+    x = ops.cast(inputs, "float32")
+    rank = len(x.shape)
     axis = axis % rank
-    axes = [i for i in range(rank) if i != axis]
-    mean = tf.reduce_mean(x, axis=axes)
+    axes = tuple(i for i in range(rank) if i != axis)
+    mean = ops.mean(x, axis=axes)
     shape = [1] * rank
     shape[axis] = -1
-    var = tf.reduce_mean(tf.square(x - tf.reshape(mean, shape)), axis=axes)
-    count = tf.cast(tf.size(x) // tf.shape(x)[axis], tf.float64)
-    return count, tf.cast(mean, tf.float64), tf.cast(var, tf.float64) * count
+    var = ops.mean(ops.square(x - ops.reshape(mean, shape)), axis=axes)
+    count = ops.cast(ops.size(x), "float32") / float(x.shape[axis])
+    return count, mean, var * count
 
 
 class MomentAccumulator:
-    """float64 ``tf.Variable`` state for one layer, updated inside compiled passes."""
+    """One layer's pooled moments: per-batch results are kept as the step returned them (no
+    device-to-host copy per batch) and folded in float64 NumPy by :meth:`result`."""
 
     def __init__(self, channels: int):
-        tf = _keras.tf()
-        self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.mean = tf.Variable(tf.zeros([channels], tf.float64), trainable=False)
-        self.m2 = tf.Variable(tf.zeros([channels], tf.float64), trainable=False)
+        self.channels = channels
+        self._pending: list[tuple[Any, Any, Any]] = []
 
     def reset(self) -> None:
-        self.count.assign(0.0)
-        self.mean.assign(self.mean * 0.0)
-        self.m2.assign(self.m2 * 0.0)
+        self._pending.clear()
 
     def update(self, n_b: Any, mean_b: Any, m2_b: Any) -> None:
-        """Fold one batch in (Chan's combination; the first batch is taken as is)."""
-        n_a = self.count.read_value()
-        mean_a = self.mean.read_value()
-        n = n_a + n_b
-        delta = mean_b - mean_a
-        self.mean.assign(mean_a + delta * (n_b / n))
-        self.m2.assign(self.m2.read_value() + m2_b + delta * delta * (n_a * n_b / n))
-        self.count.assign(n)
+        self._pending.append((n_b, mean_b, m2_b))
 
     def result(self) -> Moments:
-        return Moments(float(self.count.numpy()), self.mean.numpy(), self.m2.numpy())
+        np = _keras.np()
+        from pytest_bncheck.backends import to_numpy as convert
+
+        total = Moments(0.0, np.zeros(self.channels), np.zeros(self.channels))
+        for n_b, mean_b, m2_b in self._pending:
+            batch = Moments(
+                float(convert(n_b)), np.asarray(convert(mean_b), np.float64), np.asarray(convert(m2_b), np.float64)
+            )
+            total = combine(total, batch)
+        self._pending = []
+        return total
 
 
 def statistics_gap(stored_mean: Any, stored_var: Any, mean: Any, var: Any, eps: float) -> tuple[float, float, float, float]:

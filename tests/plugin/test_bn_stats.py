@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import keras
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -34,6 +36,7 @@ def test_average_of_batch_variances_would_be_wrong():
     assert combine(*halves).variance[0] == pytest.approx(25.0)  # the population variance
 
 
+@pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="folds tf.function outputs")
 def test_in_graph_accumulator_matches_numpy_on_images():
     import tensorflow as tf
 
@@ -42,11 +45,11 @@ def test_in_graph_accumulator_matches_numpy_on_images():
     accumulator = MomentAccumulator(4)
 
     @tf.function
-    def fold(batch):
-        accumulator.update(*batch_moments(batch, -1))
+    def moments(batch):
+        return batch_moments(batch, -1)
 
     for start in range(0, 10, 3):  # batches of 3, 3, 3, 1
-        fold(tf.constant(images[start : start + 3]))
+        accumulator.update(*moments(tf.constant(images[start : start + 3])))
     result = accumulator.result()
     expected = moments_of(images, axis=-1)
     assert result.count == 250
