@@ -189,6 +189,22 @@ class KerasModels:
         """Something in this file sets the model, a model that contains it, or layers of one, trainable again."""
         return any(model in set(e.model.lineage()) for e in self.of(Unfreeze))
 
+    def frozen_before(self, event: Unfreeze) -> bool:
+        """The unfrozen model (a model around it, or a part of it) was frozen first in this file
+        (a re-freeze loop counts: the unfreeze undoes it).
+
+        Setting ``trainable = True`` on a model that nothing froze changes nothing: its
+        BatchNormalization layers were training from the start (ordinary full training), so
+        there is no frozen-then-fine-tuned switch to warn about.  Order is known within one
+        scope; a freeze in another function gets the benefit of the doubt.
+        """
+        unfrozen = set(event.model.lineage())
+        for f in self.of(Freeze) + self.of(Refreeze):
+            related = f.model in unfrozen or event.model in set(f.model.lineage())
+            if related and (f.scope != event.scope or f.seq < event.seq):
+                return True
+        return False
+
     def only_called_with_training_false(self, model: Model) -> bool:
         uses = [e for e in self.events if e.model is model and isinstance(e, (Call, Placement, GraphReuse))]
         return bool(uses) and all(isinstance(e, Call) and e.training == "false" for e in uses)

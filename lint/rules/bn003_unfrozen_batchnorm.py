@@ -104,6 +104,14 @@ import keras
 base = keras.applications.VGG16(include_top=False)
 base.trainable = True
 """,
+        # never frozen: trainable=True changes nothing, BatchNormalization trained from the start
+        """
+import keras
+base = keras.applications.ResNet50(include_top=False)
+base.trainable = True
+model = keras.Sequential([base, keras.layers.Dense(2)])
+model.fit(x, y)
+""",
         # unknown model from a file
         """
 import keras
@@ -139,6 +147,8 @@ for layer in base.layers:
 from tensorflow.keras.applications import InceptionV3
 from tensorflow.keras import layers
 base = InceptionV3(include_top=False)
+for layer in base.layers:
+    layer.trainable = False
 for layer in base.layers[249:]:
     layer.trainable = True
 """,
@@ -146,6 +156,8 @@ for layer in base.layers[249:]:
 from tensorflow.keras.applications import InceptionV3
 from tensorflow.keras import layers
 base = InceptionV3(include_top=False)
+for layer in base.layers:
+    layer.trainable = False
 for layer in base.layers[249:]:
     if not isinstance(layer, layers.BatchNormalization):
         layer.trainable = True
@@ -179,6 +191,8 @@ import keras
 inputs = keras.Input((224, 224, 3))
 x = keras.applications.ResNet50(include_top=False, weights=None)(inputs, training=False)
 model = keras.Model(inputs, keras.layers.Dense(2)(x))
+model.get_layer("resnet50").trainable = False
+model.fit(x_train, y_train)
 model.get_layer("resnet50").trainable = True
 """
         ),
@@ -190,7 +204,7 @@ model.get_layer("resnet50").trainable = True
         for event in models.of(Unfreeze):
             if event.guarded or id(event.node) in seen or not event.model.contains_bn():
                 continue
-            if models.refrozen_after(event) or _protected(models, event.model, ctx):
+            if not models.frozen_before(event) or models.refrozen_after(event) or _protected(models, event.model, ctx):
                 continue
             seen.add(id(event.node))
             yield Violation(event.node, _message(ctx, event), _fix(ctx, event))

@@ -157,6 +157,7 @@ def test_refreeze_of_a_wrapper_does_not_reach_nested_batchnorm():
     code = """
 import keras
 base = keras.applications.ResNet50(include_top=False)
+base.trainable = False
 model = keras.Sequential([base, keras.layers.Dense(2)])
 base.trainable = True
 for layer in model.layers:
