@@ -19,7 +19,10 @@ class BatchNormUnfrozenForFineTuning(Rule):
     fine-tuning (`base.trainable = True`, or a loop such as
     `for layer in base.layers[-20:]: layer.trainable = True`) without keeping them frozen:
     no `if not isinstance(layer, BatchNormalization)` guard in the loop and no later loop that
-    sets `trainable = False` on each BatchNormalization layer.
+    sets `trainable = False` on each BatchNormalization layer. Only a base that this file froze
+    first (the base, a model around it or its layers, before in the same function or anywhere in
+    another) counts: `trainable = True` on a base nothing froze changes nothing, its
+    BatchNormalization layers were training all along (ordinary full training).
 
     ## Why is this bad?
     A trainable BatchNormalization layer normalizes with the statistics of each training
