@@ -30,7 +30,6 @@ torch); no backward pass.  The BN-only pass and the shuffled orders run only on 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pytest_bncheck import _keras, arguments, backends
@@ -38,7 +37,7 @@ from pytest_bncheck.data import data_kind, make_batches
 from pytest_bncheck.diagnosis import advise, diagnose_layer, override_advice, replica_notes, update_notes
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
 from pytest_bncheck.layers import BatchNormRef, find_batchnorm_layers
-from pytest_bncheck.metrics import agrees, direction, direction_of, resolve
+from pytest_bncheck.metrics import agrees, direction, direction_of, refuse_diverged, resolve
 from pytest_bncheck.passes import passes_for
 from pytest_bncheck.recalibrate import SHUFFLE_SEED
 from pytest_bncheck.report import BNConsistencyError, BNConsistencyReport, MetricComparison, StatisticsChange, fmt
@@ -117,12 +116,7 @@ def fit_time_metrics(model: Any, history: Any) -> dict[str, float]:
             metrics[name] = float(values[-1])
         except (TypeError, ValueError):
             continue
-    diverged = sorted(name for name, value in metrics.items() if math.isnan(value))
-    if diverged:
-        raise BNCheckInputError(
-            f"fit-time {', '.join(diverged)} is NaN in the last epoch: training diverged; fix the training "
-            "(learning rate, data) before checking BatchNormalization consistency"
-        )
+    refuse_diverged(metrics, " in the last epoch")
     return metrics
 
 

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from pytest_bncheck import arguments
+from pytest_bncheck.errors import BNCheckInputError
 
 DEFAULT_ATOL = 0.05
 DEFAULT_RTOL = 0.1
@@ -118,3 +119,16 @@ def resolve(*sources: dict | None) -> Tolerance:
         DEFAULT_ATOL if values["atol"] is None else values["atol"],
         DEFAULT_RTOL if values["rtol"] is None else values["rtol"],
     )
+
+
+def refuse_diverged(fit: dict[str, float], when: str = "") -> None:
+    """Refuse fit-time numbers that are NaN: training diverged, so no comparison means anything.
+
+    ``when`` says where the numbers came from (e.g. " in the last epoch").
+    """
+    diverged = sorted(name for name, value in fit.items() if math.isnan(value))
+    if diverged:
+        raise BNCheckInputError(
+            f"fit-time {', '.join(diverged)} is NaN{when}: training diverged; fix the training "
+            "(learning rate, data) before checking BatchNormalization consistency"
+        )

@@ -24,12 +24,11 @@ with one forward pass per batch for the recalibration probe.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_bncheck.errors import BNCheckInputError, BNCheckTypeError
-from pytest_bncheck.metrics import agrees, direction, resolve
+from pytest_bncheck.metrics import agrees, direction, refuse_diverged, resolve
 from pytest_bncheck.pytorch.data import make_batches
 from pytest_bncheck.pytorch.diagnosis import advise, decide_cause, diagnose, notes_for, unbiased_variance
 from pytest_bncheck.pytorch.distributed import (
@@ -110,12 +109,7 @@ def validate_fit_metrics(fit_metrics: Any, names: list[str]) -> dict[str, float]
         except (TypeError, ValueError):
             kind = type(fit_metrics[name]).__name__
             raise BNCheckTypeError(f"fit_metrics[{name!r}] must be a number, got {kind}") from None
-    diverged = sorted(name for name, value in fit.items() if math.isnan(value))
-    if diverged:
-        raise BNCheckInputError(
-            f"fit-time {', '.join(diverged)} is NaN: training diverged; fix the training before checking BatchNorm "
-            "consistency"
-        )
+    refuse_diverged(fit)
     return fit
 
 
