@@ -95,8 +95,6 @@ def check_source(
     ``project`` is the file's view of the project index (``lint.flow.project.Project.view``);
     ``conditional`` is (project roots, codes): the file's view is built here, in the worker, and
     those codes run only if it imports a model with BatchNorm of their framework."""
-    if not codes and conditional is None:  # no rule can match: the syntax check alone
-        return SourceResult(error=_syntax_check(path, source))
     tree, error = _python_parse(path, source)
     if error is None and conditional is not None:
         roots, extra = conditional
@@ -183,23 +181,6 @@ def _python_parse(path: str, source: str):
     except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
         return None, (f"cannot parse: {exc}", None, None)
     return tree, None
-
-
-def _syntax_check(path: str, source: str):
-    """None, or the error Python reports for this text. Compiling to byte code skips building the
-    Python-level tree (about a third faster than ``ast.parse``) and adds the compiler's own checks
-    (``return`` outside a function), which Python would refuse to run as well."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            compile(source, path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
-    except SyntaxError as exc:
-        return (f"syntax error: {exc.msg}", exc.lineno, exc.offset)
-    except (RecursionError, MemoryError):
-        return ("too deeply nested for the parser (an expression or block nested thousands deep); exclude the file", None, None)
-    except ValueError as exc:
-        return (f"cannot parse: {exc}", None, None)
-    return None
 
 
 def _too_deep(tree: ast.Module):
@@ -461,6 +442,10 @@ def _task(path: Path, data: bytes, settings: Settings, prefilters, fix: bool, re
     # The view also serves the project-wide rules that matched on their own (a training helper imported).
     wide = candidates or any(prefilters[c][0].project_wide for c in codes)
     conditional = (project, tuple(candidates)) if project is not None and wide else None
+    if not codes and conditional is None:
+        # No selected rule can match this text: the file is not parsed at all (a syntax error in it
+        # is for Python's own tooling; compiling every such file was most of a whole-tree run).
+        return None
     args = (str(path), document.source, settings, tuple(codes), fix, True, None, conditional)
     return time_limit(settings, document.source), (args, document)
 

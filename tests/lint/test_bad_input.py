@@ -75,10 +75,20 @@ def assert_one_error(result, path: str, *fragments: str, others_checked: bool = 
 
 
 def test_syntax_error_names_line_and_column(tmp_path):
-    root = project(tmp_path, {"broken.py": "import keras\n\ndef f(x:\n    return x\n"})
+    root = project(tmp_path, {"broken.py": "import keras\n\ndef f(x:\n    return x\nbase = ResNet50()\nbase.trainable = False\n"})
     result = run_cli(".", cwd=root)
     line = assert_one_error(result, "broken.py", "syntax error")
     assert line.startswith("broken.py:3:6: error: syntax error: ")
+
+
+def test_a_file_no_rule_can_match_is_not_parsed(tmp_path):
+    """bncheck is not a syntax checker: a file without the tokens any rule needs is skipped by
+    its text, so its syntax error is not ours to report; a relevant broken file still is."""
+    root = project(tmp_path, {"notes.py": "def f(x:\n    return x\n",
+                              "train.py": "def f(x:\nbase = ResNet50()\nbase.trainable = False\n"})
+    result = run_cli(".", cwd=root)
+    assert "notes.py" not in result.stdout
+    assert_one_error(result, "train.py", "syntax error")
 
 
 def test_invalid_utf8_names_the_line(tmp_path):

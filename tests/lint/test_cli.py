@@ -59,7 +59,7 @@ def test_exit_zero(project):
 
 
 def test_errors_win_over_findings_and_other_files_are_still_checked(project):
-    write(project, "src/broken.py", "def f(:\n")
+    write(project, "src/broken.py", "def f(:\nbase = ResNet50()\nbase.trainable = False\n")
     result = run_cli("src", cwd=project)
     assert result.returncode == 2
     assert "src/broken.py:1:7: error: syntax error: invalid syntax" in result.stdout

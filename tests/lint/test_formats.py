@@ -92,7 +92,7 @@ def test_sarif_rule_metadata_comes_from_the_rule_docs(project):
 
 
 def test_sarif_reports_file_errors_as_notifications(project):
-    (project / "src" / "broken.py").write_text("x = 1\ndef f(:\n")
+    (project / "src" / "broken.py").write_text("x = 1\ndef f(:\nbase = ResNet50()\nbase.trainable = False\n")
     (project / "src" / "bad.ipynb").write_text("{not json")
     log, code = sarif("src", cwd=project)
     assert code == 2
@@ -133,7 +133,7 @@ def test_schema_rejects_a_broken_log():
 
 
 def test_github_annotations(project):
-    (project / "src" / "broken.py").write_text("def f(:\n")
+    (project / "src" / "broken.py").write_text("def f(:\nbase = ResNet50()\nbase.trainable = False\n")
     result = run_cli("src", "--format", "github", cwd=project)
     assert result.returncode == 2
     lines = result.stdout.splitlines()
@@ -184,6 +184,6 @@ def test_stdin_diff_for_editors_and_fix_refused(tmp_path):
 
 
 def test_stdin_syntax_error_is_a_file_error(tmp_path):
-    result = run_cli("--stdin-filename", "t.py", "-", stdin="def f(:\n", cwd=tmp_path)
+    result = run_cli("--stdin-filename", "t.py", "-", stdin="def f(:\nbase = ResNet50()\nbase.trainable = False\n", cwd=tmp_path)
     assert result.returncode == 2
     assert "t.py:1:7: error: syntax error: invalid syntax" in result.stdout
