@@ -29,6 +29,7 @@ class Freeze(Event):
 
     name: str = ""
     elsewhere: str = ""  # frozen in another module of the project, there ("config.py:14"); ``node`` is its first use here
+    how: str = "requires_grad"  # or "no_grad": a pretrained part its class's ``forward`` runs under ``torch.no_grad()``
 
 
 @dataclass

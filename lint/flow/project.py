@@ -51,6 +51,23 @@ class Definition:
     trains: tuple[str, ...] = ()
     #: a module-level model ("variable"): where a module of the project froze its parameters
     frozen_at: str = ""
+    #: a PyTorch class: the sub-modules it freezes (``PartFreeze``)
+    part_freezes: tuple[PartFreeze, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartFreeze:
+    """A sub-module ``self.<attr>`` that its class freezes: ``requires_grad = False`` on its parameters
+    when the class is built (``method`` "__init__", directly or through its own methods) or when
+    ``method`` is called; or (``how`` "no_grad") a pretrained part its ``forward`` runs under
+    ``torch.no_grad()``. Either way its parameters get no gradient while its BatchNorm layers, in
+    train mode, still update their running statistics."""
+
+    attr: str
+    has_bn: bool | None
+    where: str  # "models.py:46": the freeze
+    method: str = "__init__"
+    how: str = "requires_grad"
 
 
 @dataclass
@@ -304,7 +321,49 @@ class _Summarizer:
         else:
             kind = "class"
         has_bn: bool | None = True if bn else (False if is_model and kind == "class" else None)
-        return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}")
+        freezes = self._part_freezes(node, local) if kind == "class" and framework == "torch" and bn else ()
+        return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}",
+                          part_freezes=freezes)
+
+    def _part_freezes(self, cls: ast.ClassDef, local) -> tuple[PartFreeze, ...]:
+        """What a PyTorch class freezes of its own sub-modules (``PartFreeze``): read from ``__init__``
+        (which attribute holds BatchNorm, which is pretrained), its methods and ``forward``."""
+        methods = {n.name: n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        init = methods.get("__init__")
+        if init is None:
+            return ()
+        bn_attrs, pretrained_attrs = self._attribute_facts(init, local)
+        found: list[PartFreeze] = []
+        for name, method in methods.items():
+            for attr, line in _self_freezes(method):
+                found.append(PartFreeze(attr, bn_attrs.get(attr), f"{self.display}:{line}", name))
+        # ``self.fine_tune()`` in ``__init__``: what that method freezes is frozen once the class is built
+        called = {n.func.attr for n in ast.walk(init) if isinstance(n, ast.Call) and _is_self_attr(n.func)}
+        found += [replace(f, method="__init__") for f in found if f.method in called]
+        forward = methods.get("forward")
+        for attr, line in _no_grad_calls(forward) if forward is not None else ():
+            if pretrained_attrs.get(attr) and bn_attrs.get(attr):
+                found.append(PartFreeze(attr, True, f"{self.display}:{line}", "__init__", "no_grad"))
+        return tuple(dict.fromkeys(found))
+
+    def _attribute_facts(self, init, local) -> tuple[dict[str, bool], dict[str, bool]]:
+        """(attribute -> holds BatchNorm, attribute -> pretrained) for ``self.X = ...`` in ``__init__``,
+        following its local names in order (``net = resnet50(weights=...); self.body = nn.Sequential(*list(net.children())[:-1])``)."""
+        bn_names: dict[str, bool] = {}
+        pretrained_names: dict[str, bool] = {}
+        bn_attrs: dict[str, bool] = {}
+        pretrained_attrs: dict[str, bool] = {}
+        assigns = sorted((n for n in ast.walk(init) if isinstance(n, ast.Assign)), key=lambda n: (n.lineno, n.col_offset))
+        for node in assigns:
+            used = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+            bn = self._mentions(node.value, local, "")[0] or any(bn_names.get(u) for u in used)
+            pretrained = _pretrained(node.value) or any(pretrained_names.get(u) for u in used)
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    bn_names[target.id], pretrained_names[target.id] = bn, pretrained
+                elif _is_self_attr(target):
+                    bn_attrs[target.attr], pretrained_attrs[target.attr] = bn, pretrained
+        return bn_attrs, pretrained_attrs
 
     def variables(self, tree: ast.Module, local) -> None:
         """Module-level models (``model_conv = models.resnet18(weights=...)``) and the module-level
@@ -411,6 +470,63 @@ def _frozen_name(node) -> str | None:
         ):
             return _root_name(node.iter.func.value)
     return None
+
+
+def _is_self_attr(node) -> bool:
+    return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+
+
+def _false(node) -> bool:
+    return isinstance(node, ast.Constant) and node.value is False
+
+
+def _self_freezes(fn) -> list[tuple[str, int]]:
+    """``for p in self.X.parameters(): p.requires_grad = False`` and ``self.X.requires_grad_(False)``
+    in a method: (X, line)."""
+    found = []
+    for n in ast.walk(fn):
+        if isinstance(n, ast.For) and isinstance(n.iter, ast.Call) and isinstance(n.iter.func, ast.Attribute):
+            owner = n.iter.func.value
+            if n.iter.func.attr in ("parameters", "named_parameters") and _is_self_attr(owner) and any(
+                (isinstance(m, ast.Assign) and isinstance(m.targets[0], ast.Attribute) and m.targets[0].attr == "requires_grad"
+                 and _false(m.value))
+                or (isinstance(m, ast.Call) and isinstance(m.func, ast.Attribute) and m.func.attr == "requires_grad_"
+                    and m.args and _false(m.args[0]))
+                for m in ast.walk(n)
+            ):
+                found.append((owner.attr, n.lineno))
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "requires_grad_" and (
+            _is_self_attr(n.func.value) and n.args and _false(n.args[0])
+        ):
+            found.append((n.func.value.attr, n.lineno))
+    return found
+
+
+def _no_grad_calls(fn) -> list[tuple[str, int]]:
+    """``with torch.no_grad(): ... self.X(...)`` in ``forward``: (X, line)."""
+    found = []
+    for n in ast.walk(fn):
+        if isinstance(n, ast.With) and any(
+            isinstance(i.context_expr, ast.Call) and isinstance(i.context_expr.func, (ast.Attribute, ast.Name))
+            and (getattr(i.context_expr.func, "attr", None) or getattr(i.context_expr.func, "id", None)) in ("no_grad", "inference_mode")
+            for i in n.items
+        ):
+            for m in (m for stmt in n.body for m in ast.walk(stmt)):
+                if isinstance(m, ast.Call) and _is_self_attr(m.func):
+                    found.append((m.func.attr, m.lineno))
+    return found
+
+
+def _pretrained(value) -> bool:
+    """A call with ``pretrained=True`` or ``weights=<not None>`` in it (torchvision, timm)."""
+    for n in ast.walk(value):
+        if isinstance(n, ast.Call):
+            for k in n.keywords:
+                if k.arg == "pretrained" and isinstance(k.value, ast.Constant) and k.value.value is True:
+                    return True
+                if k.arg == "weights" and not (isinstance(k.value, ast.Constant) and k.value.value is None):
+                    return True
+    return False
 
 
 def _root_name(node) -> str | None:

@@ -116,6 +116,7 @@ class Flow:
         self._classes: dict[str, cst.ClassDef] = {}
         self._module = module
         self._imported: dict[str, ModuleValue | None] = {}  # module-level models of other modules, by name
+        self._imported_classes: dict[int, object] = {}  # id(instance) -> the Definition of its class in another module
         self._conditions: list[tuple[cst.BaseExpression, bool]] = []  # the ``if`` tests around the walk, innermost last
         self._scopes: dict[int, tuple[bool, bool]] = {}
         self._collect(module)
@@ -688,10 +689,15 @@ class Flow:
             self._trained_elsewhere(node, args, imported)
         if imported is not None and imported.framework and imported.is_model:
             # defined in another module of the project: what its summary says it builds
-            return self._new(ModuleValue(label=f"{dotted(func)}()", has_bn=imported.has_bn, origin=node,
-                                         kind="constructed" if imported.kind == "function" else "instance",
-                                         framework=imported.framework, has_dropout=imported.has_dropout,
-                                         defined_at=imported.where))
+            value = self._new(ModuleValue(label=f"{dotted(func)}()", has_bn=imported.has_bn, origin=node,
+                                          kind="constructed" if imported.kind == "function" else "instance",
+                                          framework=imported.framework, has_dropout=imported.has_dropout,
+                                          defined_at=imported.where))
+            if imported.part_freezes:
+                self._imported_classes[id(value)] = imported
+                if record:
+                    self._part_freezes(value, imported, "__init__", node)
+            return value
         qualname = self.imports.qualname(func) if isinstance(func, (cst.Name, cst.Attribute)) else None
         return self._constructor(node, qualname, args, frame)
 
@@ -711,7 +717,7 @@ class Flow:
             has_bn = not any(
                 a.keyword is not None and a.keyword.value == "norm_layer" and "Frozen" in _code(a.value) for a in node.args
             )
-            return self._new(ModuleValue(label=f"{last}()", has_bn=has_bn, origin=node))
+            return self._new(ModuleValue(label=f"{last}()", has_bn=has_bn, origin=node, pretrained=pt.loads_weights(node)))
         if qualname.startswith("torchvision.models.") and last[:1].islower() and last not in ("get_weight", "get_model"):
             return self._new(ModuleValue(label=f"{last}()", has_bn=False, origin=node))
         if qualname in ("torch.hub.load", "timm.create_model", "torchvision.models.get_model"):
@@ -725,6 +731,9 @@ class Flow:
             container = self._new(ModuleValue(label=f"nn.{last}(...)", has_bn=has_bn, origin=node))
             if last in ("Sequential", "ModuleList", "ModuleDict"):
                 container.has_bn = self._container_bn(node, args)
+                # ``nn.Sequential(*list(resnet50(weights=...).children())[:-1])``: the pretrained layers
+                container.pretrained = any(
+                    (v.owner if isinstance(v, Many) else v).pretrained for v in args if isinstance(v, (Many, ModuleValue)))
                 for i, value in enumerate(args):  # ``nn.Sequential(encoder, head)``: encoder now lives inside
                     if isinstance(value, ModuleValue) and value.parent is None and value.is_module:
                         value.parent, value.attr = container, str(i)
@@ -803,7 +812,23 @@ class Flow:
         init = _method(cls, "__init__")
         if init is not None:
             self._inline(init, cls, obj, node, args)
+            self._no_grad_parts(cls, obj)
         return obj
+
+    def _no_grad_parts(self, cls: cst.ClassDef, obj: ModuleValue) -> None:
+        """``with torch.no_grad(): feats = self.cnn(x)`` in ``forward``, ``self.cnn`` pretrained: a part frozen
+        in effect (no gradients reach it), whose BatchNorm layers still update wherever the model trains."""
+        forward = _method(cls, "forward")
+        if forward is None or obj.framework != "torch":
+            return
+        for stmt in walk(forward.body):
+            if not (isinstance(stmt, cst.With) and any(self._inference_context(i.item) in _NO_GRAD for i in stmt.items)):
+                continue
+            for call in walk(stmt.body):
+                if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) and _code(call.func.value) == "self":
+                    part = obj.attrs.get(call.func.attr.value)
+                    if isinstance(part, ModuleValue) and part.pretrained and part.contains_bn():
+                        self._record(Freeze, part, call, name=_code(call.func), how="no_grad")
 
     def _class_value(self, cls: cst.ClassDef, label: str, kind: str, origin) -> ModuleValue:
         """An instance of a class of this file: a module with BatchNorm if its code builds some."""
@@ -817,6 +842,8 @@ class Flow:
     def _method(self, owner: ModuleValue, method: str, node: cst.Call, args: list):
         """A method call on a module value; ``_NOTHING`` when it is none of the ones followed here."""
         defined = _method(owner.cls, method) if owner.cls is not None else None
+        if id(owner) in self._imported_classes and method != "__init__":  # ``encoder.fine_tune(False)``
+            self._part_freezes(owner, self._imported_classes[id(owner)], method, node)
         if defined is not None and method != "forward":
             if method == "train" and self._overrides_with_super(defined):
                 # ``super().train(mode)`` in an override: the base class's mode change, then the override's own
@@ -891,6 +918,17 @@ class Flow:
                 self._record(Freeze, value, node, name=name, elsewhere=summary.frozen_at)
         self._imported[name] = value
         return value
+
+    def _part_freezes(self, value: ModuleValue, definition, method: str, node: cst.Call) -> None:
+        """What an imported class freezes of its sub-modules when built or when ``method`` is called
+        (``lint.flow.project.PartFreeze``): a freeze of that part, recorded at this call, found there."""
+        for freeze in definition.part_freezes:
+            if freeze.method != method:
+                continue
+            part = self._part(value, freeze.attr)
+            part.has_bn, part.is_module = freeze.has_bn, True
+            self._record(Freeze, part, node, name=f"{definition.name}.{freeze.attr}", elsewhere=freeze.where,
+                         how=freeze.how)
 
     def _trained_elsewhere(self, node: cst.Call, args: list, summary) -> None:
         """``engine.train(model=model, ...)`` of another module that puts a parameter in ``.train()`` mode and
@@ -1073,6 +1111,9 @@ _NOTHING = object()
 
 
 # -- small helpers ------------------------------------------------------------------------------
+
+
+_NO_GRAD = ("torch.no_grad()", "torch.inference_mode()")
 
 
 def _mode(module: ModuleValue, state: dict) -> Mode:

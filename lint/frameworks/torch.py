@@ -111,3 +111,16 @@ def is_data_loader(qualname: str | None) -> bool:
 def is_test_file(path: str) -> bool:
     """``tests/…``, ``test_*.py``, ``*_test.py``, ``conftest.py``."""
     return bool(_TEST_FILE.search(path))
+
+
+def loads_weights(call) -> bool:
+    """``resnet50(pretrained=True)``, ``resnet50(weights="IMAGENET1K_V2")``: a model built with trained weights."""
+    for arg in call.args:
+        if arg.keyword is None:
+            continue
+        value = getattr(arg.value, "value", None)
+        if arg.keyword.value == "pretrained" and value == "True":
+            return True
+        if arg.keyword.value == "weights" and value != "None":
+            return True
+    return False

@@ -167,6 +167,45 @@ for epoch in range(epochs):
     for x, y in loader:
         criterion(model(x), y).backward()
 """,
+        # a part computed under no_grad that is not pretrained (a target network, a fresh encoder): training it
+        # from scratch by other means is a design, not a frozen pretrained backbone
+        """
+import torch
+import torch.nn as nn
+class Student(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.teacher = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 2)
+    def forward(self, x):
+        with torch.no_grad():
+            t = self.teacher(x)
+        return self.head(t.mean((2, 3)))
+net = Student()
+for x, y in loader:
+    nn.functional.cross_entropy(net(x), y).backward()
+""",
+        # the pretrained part under no_grad is put back in eval mode after every train()
+        """
+import torch
+import torch.nn as nn
+from torchvision import models
+class Captioner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        cnn = models.resnet50(weights="DEFAULT")
+        self.cnn = nn.Sequential(*list(cnn.children())[:-1])
+        self.out = nn.Linear(2048, 10)
+    def forward(self, x):
+        with torch.no_grad():
+            f = self.cnn(x)
+        return self.out(f.flatten(1))
+net = Captioner()
+for x, y in loader:
+    net.train()
+    net.cnn.eval()
+    nn.functional.cross_entropy(net(x), y).backward()
+""",
     ]
 
     INVALID = [
@@ -311,6 +350,53 @@ freeze(encoder)
 train_one_epoch(encoder, loader, opt)
 """
         ),
+        # a pretrained part run under no_grad in forward: frozen in effect, its BatchNorm still updates in train()
+        Invalid(
+            """
+import torch
+import torch.nn as nn
+from torchvision import models
+class Captioner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        cnn = models.resnet50(weights="DEFAULT")
+        self.cnn = nn.Sequential(*list(cnn.children())[:-1])
+        self.out = nn.Linear(2048, 10)
+    def forward(self, x):
+        with torch.no_grad():
+            f = self.cnn(x)
+        return self.out(f.flatten(1))
+net = Captioner()
+optimizer = torch.optim.Adam(net.out.parameters())
+for x, y in loader:
+    nn.functional.cross_entropy(net(x), y).backward()
+    optimizer.step()
+"""
+        ),
+        # the class freezes its backbone through one of its own methods, called from __init__
+        Invalid(
+            """
+import torch.nn as nn
+import torchvision
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torchvision.models.resnet34(weights="DEFAULT")
+        self.set_finetuning(False)
+    def set_finetuning(self, on):
+        for p in self.body.parameters():
+            p.requires_grad = False
+        for block in list(self.body.children())[6:]:
+            for p in block.parameters():
+                p.requires_grad = on
+    def forward(self, x):
+        return self.body(x)
+encoder = Encoder()
+encoder.train()
+for x, y in loader:
+    loss_fn(encoder(x), y).backward()
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
@@ -347,10 +433,15 @@ train_one_epoch(encoder, loader, opt)
                 trained = f"`{ctx.code(forward.node.func)}(...)`"
                 if forward.reason:  # trained by a function of another module: the evidence, where it is
                     trained += f" (`{forward.reason}` calls .train() and .backward())"
+                if freeze.how == "no_grad":
+                    at = f" at {freeze.elsewhere}" if freeze.elsewhere else ""
+                    state, why = f"is pretrained and runs under torch.no_grad(){at}", "no_grad"
+                else:
+                    state, why = f"is frozen{frozen_at}", "requires_grad"
                 yield Violation(
                     freeze.node,
-                    f"`{name}`{part.provenance()} is frozen{frozen_at}, but {trained} trains in training mode, so its BatchNorm layers "
-                    f"keep overwriting running_mean/running_var (requires_grad stops gradients, not statistics): "
+                    f"`{name}`{part.provenance()} {state}, but {trained} trains in training mode, so its BatchNorm layers "
+                    f"keep overwriting running_mean/running_var ({why} stops gradients, not statistics): "
                     f"after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use "
                     f"FrozenBatchNorm2d",
                 )

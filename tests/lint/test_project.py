@@ -250,3 +250,79 @@ def test_built_in_one_module_frozen_in_another_trained_by_a_third(tmp_path):
     assert finding["path"] == "main.py" and finding["line"] == 2
     message = finding["message"]
     assert "model/resnet.py:3" in message and "frozen at config.py:4" in message and "routines/train.py:1" in message
+
+
+CLASS_FREEZING_ITSELF = """
+    import torch
+    import torch.nn as nn
+    import torchvision
+
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            net = torchvision.models.resnet50(weights="DEFAULT")
+            self.body = nn.Sequential(*list(net.children())[:-2])
+            self.head = nn.Linear(2048, 8)
+            self.tune(True)
+
+        def tune(self, on=True):
+            for p in self.body.parameters():
+                p.requires_grad = False
+            for block in list(self.body.children())[5:]:
+                for p in block.parameters():
+                    p.requires_grad = on
+
+        def forward(self, x):
+            return self.head(self.body(x).mean((2, 3)))
+
+
+    class Captioner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cnn = torchvision.models.resnet50(weights="DEFAULT")
+            self.cnn = nn.Sequential(*list(cnn.children())[:-1])
+            self.out = nn.Linear(2048, 8)
+
+        def forward(self, x):
+            with torch.no_grad():
+                f = self.cnn(x)
+            return self.out(f.flatten(1))
+"""
+
+
+def test_a_class_of_another_module_that_freezes_its_own_backbone(tmp_path):
+    # the freeze happens inside the imported class (in __init__, through its own method, or by running a
+    # pretrained part under no_grad in forward): the finding is at the construction, the freeze named there
+    write(tmp_path, {
+        "models.py": CLASS_FREEZING_ITSELF,
+        "train.py": """
+            import torch
+            from models import Captioner, Encoder
+
+            encoder = Encoder()
+            captioner = Captioner()
+            for x, y in loader:
+                encoder.train()
+                loss = criterion(encoder(x), y) + criterion(captioner(x), y)
+                loss.backward()
+        """,
+        "eval_parts.py": """
+            import torch
+            from models import Captioner, Encoder
+
+            encoder = Encoder()
+            captioner = Captioner()
+            for x, y in loader:
+                encoder.train()
+                encoder.body.eval()
+                captioner.train()
+                captioner.cnn.eval()
+                loss = criterion(encoder(x), y) + criterion(captioner(x), y)
+                loss.backward()
+        """,
+    })
+    found = findings(tmp_path, "train.py", "eval_parts.py", "--select", "BN101")
+    assert [(f["path"], f["line"]) for f in found] == [("train.py", 4), ("train.py", 5)]
+    assert "`Encoder.body` (`Encoder()` is defined in models.py:6, with BatchNorm) is frozen at models.py:15" in found[0]["message"]
+    assert "`Captioner.cnn`" in found[1]["message"] and "runs under torch.no_grad() at models.py:34" in found[1]["message"]
