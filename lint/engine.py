@@ -307,7 +307,17 @@ def _apply(module, fixes) -> tuple[str, int]:
 
 
 def discover(paths: Iterable[Path], settings: Settings, errors: list[FileError]) -> Iterator[tuple[Path, bool]]:
-    """Source files below ``paths`` as (path, given explicitly); unreadable folders become errors."""
+    """Source files below ``paths`` as (path, given explicitly), each once however often it is reached
+    (``bncheck . src``, a file given twice); unreadable folders become errors."""
+    seen: set[str] = set()
+    for path, explicit in _discover(paths, settings, errors):
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            yield path, explicit
+
+
+def _discover(paths: Iterable[Path], settings: Settings, errors: list[FileError]) -> Iterator[tuple[Path, bool]]:
     for root in paths:
         if not os.path.lexists(root):
             errors.append(FileError(str(root), "no such file or directory"))

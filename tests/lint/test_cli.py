@@ -52,6 +52,11 @@ def test_default_path_is_the_current_folder(project):
     assert run_cli(cwd=project).returncode == 1
 
 
+def test_a_file_reached_twice_is_checked_once(project):
+    result = run_cli("src", ".", "src/train.py", cwd=project)
+    assert result.stdout.count("src/train.py:4:5: BN001") == 1, result.stdout
+
+
 def test_exit_zero(project):
     result = run_cli("src", "--exit-zero", cwd=project)
     assert result.returncode == 0
