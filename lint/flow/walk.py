@@ -465,6 +465,9 @@ class Flow:
         # The innermost loop decides: the evaluation pass inside an epoch loop (no ``.backward()`` in it)
         # is not a training step because the epoch loop trains elsewhere in its body.
         inner = ("training", "") if trains else ("other", "") if self._context and self._context[-1][0] == "training" else None
+        if not trains and isinstance(stmt, cst.For) and pt.EVALUATION_LOADER.search(_code(stmt.iter)):
+            # ``for x, y in test_loader:`` that never calls backward(): an evaluation pass, even without no_grad
+            inner = ("inference", f"an evaluation loop over `{_code(stmt.iter)}` (no .backward())")
         if inner:
             self._context.append(inner)
         start = len(self.events)

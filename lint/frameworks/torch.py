@@ -45,6 +45,8 @@ TORCH_BN_TOKENS = (
 #: A test that singles out BatchNorm modules: ``isinstance(m, nn.BatchNorm2d)``, ``"bn" in name``.
 BN_TEST = re.compile(r"batch_?norm|\bbn\d*\b|_BatchNorm|\bnorm\b", re.IGNORECASE)
 #: Functions whose calls are inference: predict, evaluate, test, infer, validate.
+#: The iterable of an evaluation loop: ``test_loader``, ``enumerate(val_dl)``, ``tqdm(valid_dataloader)``.
+EVALUATION_LOADER = re.compile(r"\b\w*(test|val|valid|validation|eval)_?(loader|dl|dataloader)\w*\b", re.IGNORECASE)
 INFERENCE_FN = re.compile(
     r"(^|_)(predict\w*|prediction\w*|evaluate|evaluation|eval|infer|inference|test|testing|validate|validation|val)(_|$)",
     re.IGNORECASE,

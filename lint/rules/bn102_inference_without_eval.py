@@ -19,8 +19,9 @@ class InferenceWithoutEval(Rule):
 
     - called under `torch.no_grad()` / `torch.inference_mode()` /
       `torch.set_grad_enabled(False)`, in a function decorated with one of them, or in a
-      function named like predict/evaluate/eval/test/infer/validate, with no `.eval()` on it
-      before the call on that path. PyTorch builds every module in training mode, so this
+      function named like predict/evaluate/eval/test/infer/validate, or in a loop over an
+      evaluation loader (`for x, y in test_loader:`, `val_dl`, `valid_dataloader`) that never
+      calls `.backward()`, with no `.eval()` on it before the call on that path. PyTorch builds every module in training mode, so this
       includes a model fresh from a torchvision constructor, `torch.hub.load` or
       `timm.create_model` that is never put in eval mode;
     - an `.eval()` inside an epoch loop (for validation) with no `.train()` back before the
@@ -234,6 +235,19 @@ def test(model, train=False):
         return model(x_test)
 test(net, train=True)
 """,
+        # the evaluation loop over the test loader runs after eval(), and train() is restored for the next epoch
+        """
+import torch
+import torchvision
+model = torchvision.models.resnet18(num_classes=10)
+for epoch in range(5):
+    model.train()
+    for x, y in train_loader:
+        loss_fn(model(x), y).backward()
+    model.eval()
+    for x, y in test_loader:
+        correct = (model(x).argmax(1) == y).sum()
+""",
     ]
 
     INVALID = [
@@ -315,6 +329,19 @@ for epoch in range(20):
         acc = (model(x_val).argmax(1) == y_val).float().mean()
 """
         ),
+        # an evaluation loop over the test loader with no eval() (and no no_grad): the model is still in train mode
+        Invalid(
+            """
+import torch
+import torchvision
+model = torchvision.models.resnet18(num_classes=10)
+for epoch in range(5):
+    for x, y in train_loader:
+        loss_fn(model(x), y).backward()
+    for x, y in test_loader:
+        correct = (model(x).argmax(1) == y).sum()
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
@@ -368,6 +395,8 @@ def _where(reason: str) -> str:
         return f"in a function decorated `{reason}`"
     if reason.startswith("torch."):
         return f"under `{reason}`"
+    if reason.startswith("an evaluation loop"):
+        return f"in {reason}"
     return f"in `{reason}`"
 
 
