@@ -119,16 +119,22 @@ class Flow:
         self._imported_classes: dict[int, object] = {}  # id(instance) -> the Definition of its class in another module
         self._conditions: list[tuple[cst.BaseExpression, bool]] = []  # the ``if`` tests around the walk, innermost last
         self._scopes: dict[int, tuple[bool, bool]] = {}
+        self._loop_steps: list[bool] = []  # per enclosing loop: it calls ``.backward()`` outside its inner loops
+        self._class_defs: dict[str, list[cst.ClassDef]] = {}  # every definition of a name, in order (notebooks redefine)
+        self._function_defs: dict[str, list[cst.FunctionDef]] = {}
         self._collect(module)
         self._module_classes = self._find_module_classes()
         self._bn_classes = self._find_bn_classes()
+        # By definition, not by name: a notebook's second ``class Net`` may add the BatchNorm its first lacked.
+        self._bn_class_ids = {id(c) for name, defs in self._class_defs.items() if name in self._module_classes
+                              for c in defs if self._builds_bn(c, self._bn_classes)}
         top = _Frame(None)
         self._top = top
         self._block(module.body, top, bn_guard=False)
-        for fn in self._functions.values():
+        for fn in (f for defs in self._function_defs.values() for f in defs):
             if id(fn) not in self._walked:
                 self._run_function(fn, None, {}, top, None)
-        for cls in self._classes.values():
+        for cls in (c for defs in self._class_defs.values() for c in defs):
             self._walk_class_alone(cls, top)
 
     # -- queries ---------------------------------------------------------------------------
@@ -187,8 +193,10 @@ class Flow:
     def _collect_def(self, stmt: cst.CSTNode) -> None:
         if isinstance(stmt, cst.FunctionDef):
             self._functions.setdefault(stmt.name.value, stmt)
+            self._function_defs.setdefault(stmt.name.value, []).append(stmt)
         elif isinstance(stmt, cst.ClassDef):
             self._classes.setdefault(stmt.name.value, stmt)
+            self._class_defs.setdefault(stmt.name.value, []).append(stmt)
         elif isinstance(stmt, (cst.If, cst.Try)):
             for inner in _body(stmt.body):
                 self._collect_def(inner)
@@ -323,7 +331,8 @@ class Flow:
                 if reason:
                     # ``with torch.no_grad():`` inside a training step computes features for that step
                     # (a frozen front end): its forwards are part of training, not inference
-                    training = self._context and self._context[-1][0] == "training"
+                    training = self._context and self._context[-1][0] == "training" and (
+                        not self._loop_steps or self._loop_steps[-1])
                     self._context.append(("training", reason) if training else ("inference", reason))
                     pushed += 1
                 else:
@@ -342,6 +351,10 @@ class Flow:
         elif isinstance(stmt, cst.FunctionDef):
             if frame is not self._top:
                 frame.vars[stmt.name.value] = Function(stmt)
+            else:  # from here on the name means this definition (a later notebook cell redefines it)
+                self._functions[stmt.name.value] = stmt
+        elif isinstance(stmt, cst.ClassDef) and frame is self._top:
+            self._classes[stmt.name.value] = stmt
 
     def _orelse(self, stmt: cst.If, frame: _Frame, bn_guard: bool) -> None:
         if stmt.orelse is None:
@@ -462,6 +475,9 @@ class Flow:
     def _iteration(self, stmt, frame: _Frame, bn_guard: bool) -> list:
         """Walk the loop body once, as a training step if it calls ``.backward()`` on a path that runs."""
         trains = self._calls_backward(stmt.body, frame)
+        # An epoch loop whose ``.backward()`` sits only in an inner loop is not itself a step: a no_grad
+        # block beside the inner loop evaluates (``with torch.set_grad_enabled(False): acc = accuracy(model)``).
+        self._loop_steps.append(trains and _backward_outside_loops(stmt.body))
         # The innermost loop decides: the evaluation pass inside an epoch loop (no ``.backward()`` in it)
         # is not a training step because the epoch loop trains elsewhere in its body.
         inner = ("training", "") if trains else ("other", "") if self._context and self._context[-1][0] == "training" else None
@@ -474,6 +490,7 @@ class Flow:
         self._block(_body(stmt.body), frame, bn_guard)
         if inner:
             self._context.pop()
+        self._loop_steps.pop()
         return self.events[start:] if not self._mute else []
 
     def _constant_elements(self, node, frame: _Frame) -> list | None:
@@ -838,7 +855,7 @@ class Flow:
         name = cls.name.value
         is_module = name in self._module_classes
         framework = self._class_framework(cls) if is_module else "torch"
-        return self._new(ModuleValue(label=label, has_bn=(name in self._bn_classes) if is_module else None,
+        return self._new(ModuleValue(label=label, has_bn=(id(cls) in self._bn_class_ids) if is_module else None,
                                      is_module=is_module, kind=kind, origin=origin, cls=cls, framework=framework,
                                      has_dropout=framework == "keras" and self._builds_bn(cls, set(), dropout=True)))
 
@@ -1185,6 +1202,17 @@ def _assigned_names(body) -> set[str]:
         for target in targets:
             found.update(x.value for x in walk(target) if isinstance(x, cst.Name))
     return found
+
+
+def _backward_outside_loops(body) -> bool:
+    stack = [body]
+    while stack:
+        n = stack.pop()
+        if _is_backward(n):
+            return True
+        if not isinstance(n, (cst.For, cst.While)):
+            stack.extend(children(n))
+    return False
 
 
 def _is_backward(node) -> bool:

@@ -342,6 +342,35 @@ for epoch in range(5):
         correct = (model(x).argmax(1) == y).sum()
 """
         ),
+        # accuracy under no_grad beside the inner training loop: the epoch loop is not a step, this is evaluation;
+        # the class is redefined (as later notebook cells do) and the second definition has the BatchNorm
+        Invalid(
+            """
+import torch
+import torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    def forward(self, x):
+        return self.body(x)
+def accuracy(model, loader):
+    return sum((model(x).argmax(1) == y).sum() for x, y in loader)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    def forward(self, x):
+        return self.body(x)
+model = Net()
+for epoch in range(3):
+    model.train()
+    for x, y in train_loader:
+        loss_fn(model(x), y).backward()
+    with torch.set_grad_enabled(False):
+        print(accuracy(model, train_loader))
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
