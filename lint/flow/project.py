@@ -51,6 +51,8 @@ class Definition:
     trains: tuple[str, ...] = ()
     #: a module-level model ("variable"): where a module of the project froze its parameters
     frozen_at: str = ""
+    #: a Keras class whose ``call(self, x, training=True)`` defaults to training mode
+    training_default: bool = False
 
 
 @dataclass
@@ -304,7 +306,8 @@ class _Summarizer:
         else:
             kind = "class"
         has_bn: bool | None = True if bn else (False if is_model and kind == "class" else None)
-        return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}")
+        return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}",
+                          training_default=kind == "class" and _defaults_to_training(node))
 
     def variables(self, tree: ast.Module, local) -> None:
         """Module-level models (``model_conv = models.resnet18(weights=...)``) and the module-level
@@ -393,6 +396,18 @@ class _Summarizer:
             return True
         head = q.split(".")[0]
         return head in local or head in self.summary.imports
+
+
+def _defaults_to_training(cls: ast.ClassDef) -> bool:
+    """``def call(self, x, training=True)`` in the class body."""
+    for fn in cls.body:
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name == "call":
+            args = fn.args
+            positional = [*args.posonlyargs, *args.args]
+            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            return any(a.arg == "training" and isinstance(d, ast.Constant) and d.value is True for a, d in pairs)
+    return False
 
 
 def _frozen_name(node) -> str | None:

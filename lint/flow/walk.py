@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from lint.flow.constants import NOT_CONSTANT, fold, truth
+from lint.flow.constants import NOT_CONSTANT, fold, literal, truth
 from lint.flow.events import (
     AttributeFreeze,
     Event,
@@ -43,6 +43,7 @@ from lint.flow.events import (
     ModeOverwrite,
     ModeSet,
 )
+from lint.flow.layers import KerasLayerWalk
 from lint.flow.values import (
     EVAL,
     TRAIN,
@@ -50,11 +51,13 @@ from lint.flow.values import (
     Const,
     Constructor,
     Function,
+    LayerOutput,
     Loader,
     Many,
     Mode,
     ModuleValue,
     Tensor,
+    join_layers,
     join_states,
 )
 from lint.frameworks import keras as kk
@@ -89,7 +92,7 @@ class _Frame:
         return None
 
 
-class Flow:
+class Flow(KerasLayerWalk):
     """The module values and events of one file. Build once per file; rules query it."""
 
     def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None) -> None:
@@ -118,6 +121,7 @@ class Flow:
         self._imported: dict[str, ModuleValue | None] = {}  # module-level models of other modules, by name
         self._conditions: list[tuple[cst.BaseExpression, bool]] = []  # the ``if`` tests around the walk, innermost last
         self._scopes: dict[int, tuple[bool, bool]] = {}
+        self._init_layers()
         self._collect(module)
         self._module_classes = self._find_module_classes()
         self._bn_classes = self._find_bn_classes()
@@ -327,7 +331,9 @@ class Flow:
                     pushed += 1
                 else:
                     self._eval(item.item, frame)
+            taped = self._enter_tape(stmt)
             self._block(_body(stmt.body), frame, bn_guard)
+            self._tape_depth -= taped
             del self._context[len(self._context) - pushed :]
         elif isinstance(stmt, cst.Try):
             self._block(_body(stmt.body), frame, bn_guard)
@@ -628,6 +634,10 @@ class Flow:
         else:
             callee = self._eval(func.value if isinstance(func, cst.Attribute) else func, frame, record)
         args = [self._eval(a.value, frame, record) for a in node.args]  # once: they may build modules
+        if record:
+            batches = self._keras_call(node, callee, args, frame)  # lint.flow.layers
+            if batches is not None:
+                return batches
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and isinstance(callee, Const):
             frame.vars[func.value.value] = None  # ``kwargs.update(...)``: a method may change the constant
 
@@ -643,6 +653,7 @@ class Flow:
                     self._values.setdefault(id(func), sub)
                     if sub.is_module and record:
                         self._forward(sub, node, args)
+                        return self._layer_output(sub, node, args)
                     return None
                 if callee.is_module and method in ("parameters", "named_parameters"):
                     return Many(callee, "params", _code(func.value))
@@ -663,6 +674,7 @@ class Flow:
         elif isinstance(callee, ModuleValue):
             if callee.is_module and record:
                 self._forward(callee, node, args)
+                return self._layer_output(callee, node, args)
             return None
         elif isinstance(callee, Function):
             return self._inline(callee.node, callee.cls, None, node, args) if record else None
@@ -703,8 +715,8 @@ class Flow:
             return Tensor("random")
         if pt.is_data_loader(qualname):
             return self._loader(node, args, frame)
-        if kk.keras_name(qualname) or qualname.startswith("keras_hub.") or qualname.startswith("keras_nlp."):
-            return self._keras_model(node, qualname, args, frame)
+        if kk.keras_name(qualname) or qualname.startswith(("keras_hub.", "keras_nlp.")) or self._star_layer(qualname):
+            return self._layer_value(self._keras_model(node, qualname, args, frame), node, qualname)
         if last in pt.WRAPPERS and args:  # nn.DataParallel(model), torch.compile(model): the same module here
             return args[0] if isinstance(args[0], ModuleValue) else None
         if pt.is_torchvision_bn_model(qualname):
@@ -755,9 +767,12 @@ class Flow:
             has_bn = True if isinstance(preset, str) and kk.is_keras_hub_bn_preset(preset) else None
             return self._new(ModuleValue(label, has_bn, origin=node, framework="keras"))
         if last == "Sequential":
-            inside = [v for v in self._elements(node, frame) if isinstance(v, ModuleValue)]
-            return self._new(ModuleValue(label, any(v.contains_bn() for v in inside) or None, origin=node,
-                                         framework="keras", has_dropout=any(v.has_dropout for v in inside)))
+            elements = self._elements(node, frame)
+            inside = [v for v in elements if isinstance(v, ModuleValue)]
+            model = self._new(ModuleValue(label, any(v.contains_bn() for v in inside) or None, origin=node,
+                                          framework="keras", has_dropout=any(v.has_dropout for v in inside)))
+            self._layer_sequence(model, elements, node)
+            return model
         if last in ("Model", "Functional"):
             # the graph's layers were built in the enclosing function (or the module): BatchNorm if they are
             scope = self._stack[-1] if self._stack else self._module
@@ -828,6 +843,8 @@ class Flow:
             if method == "add" and args and isinstance(args[0], ModuleValue):
                 owner.has_bn = owner.has_bn or args[0].contains_bn()
                 owner.has_dropout = owner.has_dropout or args[0].has_dropout
+            if method == "add" and args:
+                self._layer_added(owner, args[0], node.args[0].value)
             return _NOTHING
         if method == "train":
             self._set_mode(owner, _train_mode(node, args), node)
@@ -957,9 +974,14 @@ class Flow:
     def _run_function(self, fn: cst.FunctionDef, self_obj, values, parent: _Frame, call: cst.Call | None):
         self._walked.add(id(fn))
         inner = _Frame(parent, self_obj)
+        # at a call site, a parameter the call does not pass holds its default (``dropout_rate=0.0``)
+        defaults = call is not None and not any(a.star for a in call.args)
         for param in [*fn.params.params, *fn.params.kwonly_params, *fn.params.posonly_params]:
             name = param.name.value
             value = values.get(name)
+            if defaults and name not in values and param.default is not None:
+                default = literal(param.default)
+                value = None if default is NOT_CONSTANT else Const(default)
             if value is None and param.annotation is not None and self._annotated_module(param.annotation.annotation):
                 value = self._new(ModuleValue(label=name, has_bn=None, kind="parameter"))
             inner.vars[name] = value
@@ -1093,6 +1115,12 @@ def _join_vars(a: dict, b: dict) -> dict:
         left, right = a.get(name), b.get(name)
         if isinstance(left, Const) or isinstance(right, Const):
             joined[name] = left if left == right else None
+        elif isinstance(left, LayerOutput) and isinstance(right, LayerOutput):
+            joined[name] = left.join(right)  # the tensor may come from either path's layers
+        elif isinstance(left, ModuleValue) and isinstance(right, ModuleValue) and left is not right and (
+            left.layers and right.layers
+        ):
+            joined[name] = join_layers(left, right)
         elif name in b:
             joined[name] = right
     return joined

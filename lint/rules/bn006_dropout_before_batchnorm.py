@@ -5,9 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.flow.constants import NOT_CONSTANT, literal
-from lint.keras_layers import all_params
-from lint.nodes import children
+from lint.flow.events import DropoutFeedsBatchNorm
 from lint.rule import Invalid, Rule, Severity, Violation
 
 _PAPER = "Li et al., CVPR 2019"
@@ -159,13 +157,11 @@ x = tf.keras.layers.BatchNormalization()(x)
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        layers = ctx.keras_layers
-        guards = _guards(ctx.module, {id(p.dropout) for p in layers.pairs}) if layers.pairs else {}
-        for pair in layers.pairs:
-            if _dead(layers, guards.get(id(pair.dropout))):
-                continue  # ``if dropout_rate:`` on a falsy default no call overrides: the Dropout never exists
+        # The flow walk records each Dropout -> BatchNormalization it meets on a path that runs: a Dropout
+        # built under ``if dropout_rate:`` with a default of 0.0 that no call overrides never does.
+        for pair in ctx.flow.of(DropoutFeedsBatchNorm):
             # name the Dropout layer, not its application to a tensor
-            layer = pair.dropout.func if pair.shape == "functional" else pair.dropout
+            layer = pair.dropout.func if pair.shape == "functional" and isinstance(pair.dropout, cst.Call) else pair.dropout
             dropout = ctx.code(layer)
             where = {
                 "Sequential": "in this Sequential",
@@ -173,63 +169,9 @@ x = tf.keras.layers.BatchNormalization()(x)
                 "functional": "in this functional chain",
             }[pair.shape]
             yield Violation(
-                pair.bn,
+                pair.node,
                 f"BatchNormalization directly after `{dropout}` {where}: it learns its moving variance from the "
                 f"dropout-scaled training activations and applies it at inference, where Dropout is off, so every "
                 f"output is mis-scaled (variance shift, {_PAPER}); move the Dropout after the BatchNormalization "
                 f"(or after the last one, before the classifier)",
             )
-
-
-def _guards(module: cst.Module, wanted: set[int]) -> dict[int, tuple[cst.FunctionDef, str]]:
-    """For each wanted node under ``if NAME:`` in a function: that function and NAME (the innermost guard)."""
-    found: dict[int, tuple[cst.FunctionDef, str]] = {}
-    stack: list[tuple[cst.CSTNode, cst.FunctionDef | None, str | None]] = [(module, None, None)]
-    while stack:
-        node, fn, guard = stack.pop()
-        if id(node) in wanted and fn is not None and guard is not None:
-            found[id(node)] = (fn, guard)
-        if isinstance(node, cst.FunctionDef):
-            fn, guard = node, None
-        for child in children(node):
-            inner = guard
-            if isinstance(node, cst.If) and child is node.body and isinstance(node.test, cst.Name):
-                inner = node.test.value
-            stack.append((child, fn, inner))
-    return found
-
-
-def _dead(layers, guard: tuple[cst.FunctionDef, str] | None) -> bool:
-    return guard is not None and _never_set(layers, guard[0], guard[1], 0)
-
-
-def _never_set(layers, fn: cst.FunctionDef, name: str, depth: int) -> bool:
-    """``name`` is a parameter of ``fn`` with a falsy literal default (0, 0.0, None, False) that no call in
-    the file overrides: every call of ``fn`` leaves it out, passes a falsy literal, or forwards a parameter
-    of its own caller that is never set either. A function nobody in the file calls may be called from
-    elsewhere: not dead."""
-    params = list(all_params(fn.params))
-    index = next((i for i, p in enumerate(params) if p.name.value == name), None)
-    if index is None or depth > 4 or params[index].default is None or literal(params[index].default):
-        return False
-    calls = [(c, f) for c, f in layers.calls if isinstance(c.func, cst.Name) and c.func.value == fn.name.value]
-    if not calls:
-        return False
-    for call, frame in calls:
-        if any(a.star for a in call.args):
-            return False
-        positional = [a for a in call.args if a.keyword is None]
-        arg = next((a for a in call.args if a.keyword is not None and a.keyword.value == name), None)
-        if arg is None and index < len(positional) and (not params or params[0].name.value != "self"):
-            arg = positional[index]
-        if arg is None:
-            continue
-        value = literal(arg.value)
-        if value is not NOT_CONSTANT and not value:
-            continue
-        if isinstance(arg.value, cst.Name) and frame.functions and _never_set(
-            layers, frame.functions[-1], arg.value.value, depth + 1
-        ):
-            continue
-        return False
-    return True
