@@ -128,7 +128,9 @@ class Flow(KerasLayerWalk):
         top = _Frame(None)
         self._top = top
         self._block(module.body, top, bn_guard=False)
-        for fn in self._functions.values():
+        # functions nobody calls first: a helper they call is then walked at its call site (in the
+        # caller's training step), not alone with unknown parameters
+        for fn in sorted(self._functions.values(), key=lambda f: f.name.value in self._called_names):
             if id(fn) not in self._walked:
                 self._run_function(fn, None, {}, top, None)
         for cls in self._classes.values():
@@ -180,12 +182,14 @@ class Flow(KerasLayerWalk):
     def _collect(self, module: cst.Module) -> None:
         for stmt in module.body:
             self._collect_def(stmt)
+        self._called_names: set[str] = set()  # ``helper(...)``: functions called somewhere in the file
         for node in walk(module):
-            if isinstance(node, cst.Name) and node.value == "FrozenBatchNorm2d" or (
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
+                self._called_names.add(node.func.value)
+            elif isinstance(node, cst.Name) and node.value == "FrozenBatchNorm2d" or (
                 isinstance(node, cst.SimpleString) and "FrozenBatchNorm" in node.value
             ):
                 self.uses_frozen_bn = True
-                return
 
     def _collect_def(self, stmt: cst.CSTNode) -> None:
         if isinstance(stmt, cst.FunctionDef):

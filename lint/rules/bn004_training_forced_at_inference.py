@@ -131,6 +131,8 @@ class TrainingForcedAtInference(Rule):
     severity = Severity.ERROR
     summary = "Training mode forced on BatchNormalization outside a training step"
     prefilter = (("training=True", "training = True", "bool=True", "bool = True"), BN_MODEL_TOKENS)
+    project_wide = True  # the model or layer class may come from another module of the project
+    framework = "keras"
 
     VALID = [
         # inside a custom training step
@@ -225,6 +227,38 @@ import keras
 base = keras.applications.ResNet50(weights=None)
 features = base(images, training=False)
 """,
+        # a helper that forces training mode, called only inside a training step: walked at its call site,
+        # it runs in the step (the file also evaluates, so this is not the GAN case)
+        """
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(1)])
+def forward(net, x):
+    return net(x, training=True)
+def fit_batch(x, y):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(y - forward(model, x)))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+model.evaluate(x_test, y_test)
+""",
+        # code that cannot run (cause 7): a debugging branch behind a module constant that is False
+        """
+import keras
+DEBUG = False
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization()])
+if DEBUG:
+    check = model(x_test, training=True)
+""",
+        # the default is relied on only inside the training step; outside, every call passes the mode
+        _CONV_BLOCK
+        + """
+block = ConvBlock(16)
+@tf.function
+def train_step(x):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(block(x))
+    optimizer.apply_gradients(zip(tape.gradient(loss, block.trainable_variables), block.trainable_variables))
+features = block(test_images, training=False)
+""",
     ]
 
     INVALID = [
@@ -281,6 +315,33 @@ final = generator.predict(test_sources)
 import tensorflow as tf
 norm = tf.keras.layers.BatchNormalization()
 out = norm(test_features, training=True)
+"""
+        ),
+        # training=True reaches the call through a helper's default that the call relies on (the default
+        # is bound at the call site)
+        Invalid(
+            """
+import keras
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+def run(net, x, training=True):
+    return net(x, training=training)
+model.fit(x_train, y_train)
+scores = run(model, x_test)
+"""
+        ),
+        # a helper called from the training step and from an evaluation: the evaluation runs it in training mode
+        Invalid(
+            """
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(1)])
+def forward(net, x):
+    return net(x, training=True)
+def fit_batch(x, y):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(y - forward(model, x)))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+def score(x):
+    return forward(model, x)
 """
         ),
     ]

@@ -109,6 +109,13 @@ set_learning_phase(0)
 trainer.learning_phase()
 config.set_learning_phase(1)
 """,
+        # code that cannot run (cause 7): a legacy branch behind a module flag that is False
+        """
+import tf_keras
+LEGACY = False
+if LEGACY:
+    tf_keras.backend.set_learning_phase(1)
+""",
     ]
 
     INVALID = [
@@ -150,6 +157,15 @@ import tensorflow as tf
 K = tf.compat.v1.keras.backend
 with K.learning_phase_scope(0):
     y = model.predict(x)
+"""
+        ),
+        # the phase reaches the call through a constant: 1, training mode at prediction
+        Invalid(
+            """
+import tf_keras
+PHASE = 1
+model = tf_keras.models.load_model("model.h5")
+tf_keras.backend.set_learning_phase(PHASE)
 """
         ),
     ]

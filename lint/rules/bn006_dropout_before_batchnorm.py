@@ -120,6 +120,28 @@ b = keras.Sequential()
 a.add(keras.layers.Dropout(0.5))
 b.add(keras.layers.BatchNormalization())
 """,
+        # code that cannot run (cause 7): ``if False:`` and a module flag nobody sets
+        """
+from keras import layers, Sequential
+USE_DROPOUT = False
+x = layers.Dense(64)(inputs)
+if False:
+    x = layers.Dropout(0.5)(x)
+if USE_DROPOUT:
+    x = layers.Dropout(0.5)(x)
+x = layers.BatchNormalization()(x)
+""",
+        # a helper that adds Dropout only for a rate, called without one
+        """
+from tensorflow import keras
+def regularize(model, rate=0.0):
+    if rate:
+        model.add(keras.layers.Dropout(rate))
+model = keras.Sequential()
+model.add(keras.layers.Dense(128, activation="relu"))
+regularize(model)
+model.add(keras.layers.BatchNormalization())
+""",
     ]
 
     INVALID = [
@@ -152,6 +174,40 @@ import tensorflow as tf
 x = tf.keras.layers.Conv2D(64, 3)(inputs)
 x = tf.keras.layers.SpatialDropout2D(0.2)(x)
 x = tf.keras.layers.BatchNormalization()(x)
+"""
+        ),
+        # the same helper with a rate: walked at its call site, its add() continues the model's chain
+        Invalid(
+            """
+from tensorflow import keras
+def regularize(model, rate=0.5):
+    model.add(keras.layers.Dropout(rate))
+model = keras.Sequential()
+model.add(keras.layers.Dense(128, activation="relu"))
+regularize(model)
+model.add(keras.layers.BatchNormalization())
+"""
+        ),
+        # Dropout on one branch of an ``if`` whose condition is not known: the tensor after it may come
+        # from the Dropout (paths joined, not guessed)
+        Invalid(
+            """
+from keras import layers
+def head(x, rate):
+    x = layers.Dense(64)(x)
+    if rate > 0:
+        x = layers.Dropout(rate)(x)
+    else:
+        x = layers.Activation("relu")(x)
+    return layers.BatchNormalization()(x)
+"""
+        ),
+        # a Dropout layer held in a variable, and the BatchNormalization nested around it
+        Invalid(
+            """
+import tensorflow as tf
+drop = tf.keras.layers.Dropout(0.4)
+y = tf.keras.layers.BatchNormalization()(tf.keras.layers.Flatten()(drop(x)))
 """
         ),
     ]

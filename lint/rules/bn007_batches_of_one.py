@@ -147,6 +147,14 @@ def get_mean_and_std(dataset):
         mean += inputs.mean(dim=(0, 2, 3))
     return mean / len(dataset)
 """,
+        # the batch size of a ``**fit_kwargs`` dict is changed before the call: not 1 any more
+        """
+import keras
+model = keras.Sequential([keras.layers.Dense(16), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+fit_kwargs = dict(epochs=5, batch_size=1)
+fit_kwargs["batch_size"] = 64
+model.fit(x, y, **fit_kwargs)
+""",
     ]
 
     INVALID = [
@@ -214,6 +222,25 @@ import torch.nn as nn
 import torch.utils.data as data
 model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16))
 loader = data.DataLoader(train_dataset, shuffle=True)
+"""
+        ),
+        # batch size 1 through a ``**fit_kwargs`` dict (cause 9)
+        Invalid(
+            """
+import keras
+model = keras.Sequential([keras.layers.Dense(16), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+fit_kwargs = dict(epochs=5, batch_size=1)
+model.fit(x, y, **fit_kwargs)
+"""
+        ),
+        # a tf.data pipeline batched by a constant that is 1
+        Invalid(
+            """
+import tensorflow as tf
+BATCH_SIZE = 1
+model = tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3), tf.keras.layers.BatchNormalization()])
+train_ds = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(100).batch(BATCH_SIZE).prefetch(2)
+model.fit(train_ds, epochs=3)
 """
         ),
     ]
