@@ -38,6 +38,18 @@ def show_samples(net, source):
     plt.imshow(fake[0])
 """
 
+#: a helper forcing training mode, called from a training step (the examples add another caller or not)
+_FORWARD_HELPER = """
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(1)])
+def forward(net, x):
+    return net(x, training=True)
+def fit_batch(x, y):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(y - forward(model, x)))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+"""
+
 _FIX_HINT = "mark a deliberate use (e.g. pix2pix-style GAN sampling) with `# noqa: BN004`"
 
 
@@ -229,15 +241,8 @@ features = base(images, training=False)
 """,
         # a helper that forces training mode, called only inside a training step: walked at its call site,
         # it runs in the step (the file also evaluates, so this is not the GAN case)
-        """
-import tensorflow as tf
-model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(1)])
-def forward(net, x):
-    return net(x, training=True)
-def fit_batch(x, y):
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.square(y - forward(model, x)))
-    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        _FORWARD_HELPER
+        + """
 model.evaluate(x_test, y_test)
 """,
         # code that cannot run (cause 7): a debugging branch behind a module constant that is False
@@ -331,15 +336,8 @@ scores = run(model, x_test)
         ),
         # a helper called from the training step and from an evaluation: the evaluation runs it in training mode
         Invalid(
-            """
-import tensorflow as tf
-model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(1)])
-def forward(net, x):
-    return net(x, training=True)
-def fit_batch(x, y):
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.square(y - forward(model, x)))
-    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            _FORWARD_HELPER
+            + """
 def score(x):
     return forward(model, x)
 """
