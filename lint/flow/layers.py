@@ -28,8 +28,6 @@ from lint.nodes import walk
 
 #: functions named like a training step (``train_step``, ``training_step``, ``train_one_epoch``)
 _TRAIN_NAME = re.compile(r"^_*train|(^|_)train(ing)?_step$")
-#: calls that make the function around them a custom training step
-_STEP_CALLS = frozenset({"GradientTape", "apply_gradients", "minimize"})
 #: ``tf.data`` methods that keep a pipeline's batch size
 _PIPELINE = frozenset({"prefetch", "cache", "repeat", "shuffle", "map", "filter", "take", "skip", "with_options"})
 _MODEL_BUILDERS = frozenset({"Model", "Sequential", "Functional", "load_model", "model_from_json", "model_from_yaml",
@@ -44,7 +42,6 @@ class KerasLayerWalk:
         self.calls_inference_api = False  # ``.predict()``, ``.evaluate()`` somewhere on a path that runs
         self._last_added: dict[int, tuple[str, cst.CSTNode]] = {}  # Sequential -> its last layer (``add`` chains)
         self._built_model_in: set[int] = set()  # scopes (function id, 0: module) where a model was built so far
-        self._steps: dict[int, bool] = {}  # function -> it is a custom training step by its calls
         self._tape_depth = 0  # ``with tf.GradientTape()`` blocks the walk is in
         self._unfollowable: dict[int, set[str]] = {}  # scope -> its parameters, loop and unpacked names
 
@@ -157,11 +154,10 @@ class KerasLayerWalk:
             if method == "fit" and (isinstance(callee, ModuleValue) or callee is None):
                 self._fit(node, callee, args, frame)
                 return None
-        layer = self._called_layer(func, callee, frame)
-        if layer is None:
-            return None
-        training = self._training_of(node, args)
-        if training == "absent" and (layer.kind == "parameter" or layer.framework != "keras"):
+        training = training_arg(node, args)
+        # a value the walk cannot follow matters only where the call passes ``training``
+        layer = self._called_layer(func, callee, frame, unknown=training != "absent")
+        if layer is None or (training == "absent" and layer.framework != "keras"):
             return None
         inputs = [v for a, v in zip(node.args, args) if a.keyword is None and not a.star]
         self._record(LayerCall, layer, node, training=training, in_step=self._in_keras_step(node),
@@ -190,7 +186,7 @@ class KerasLayerWalk:
         self._record(KerasFit, model, node, batch_size=batch if isinstance(batch, int) else None,
                      batched_by=data.size if isinstance(data, Batches) else None)
 
-    def _called_layer(self, func, callee, frame) -> ModuleValue | None:
+    def _called_layer(self, func, callee, frame, unknown: bool) -> ModuleValue | None:
         """The layer or model a call applies: a value the walk follows, or one it cannot (a parameter,
         a loop variable, ``self.model`` of a callback: ``kind == "parameter"``, BatchNormalization unknown)."""
         if isinstance(func, cst.Attribute):
@@ -199,12 +195,14 @@ class KerasLayerWalk:
             sub = callee.attrs.get(func.attr.value)
             if isinstance(sub, ModuleValue):
                 return sub if sub.is_module else None
-            if dotted(func.value) == "self" and func.attr.value not in callee.attrs and not _is_method(callee, func.attr.value):
+            if unknown and dotted(func.value) == "self" and func.attr.value not in callee.attrs and (
+                not _is_method(callee, func.attr.value)
+            ):
                 return self._unknown_layer(func, frame)
             return None
         if isinstance(callee, ModuleValue):
             return callee if callee.is_module else None
-        if callee is None and isinstance(func, cst.Name):
+        if unknown and callee is None and isinstance(func, cst.Name):
             return self._unknown_layer(func, frame)
         return None
 
@@ -248,11 +246,6 @@ class KerasLayerWalk:
             return frame.lookup(func.value).qualname
         return self.imports.qualname(func) if isinstance(func, (cst.Name, cst.Attribute)) else None
 
-    def _training_of(self, node: cst.Call, args: list) -> str:
-        from lint.flow.walk import _training_arg  # one reading of ``training=`` for every rule
-
-        return _training_arg(node, args)
-
     def _training_default(self, layer: ModuleValue) -> "tuple[str, cst.CSTNode | None] | None":
         """Where ``call(..., training=True)`` of the layer's class is defined: (its class name, the parameter)
         for a class of this file, (the class name, None) for one of another module of the project."""
@@ -274,16 +267,10 @@ class KerasLayerWalk:
         ``train_step``), a ``GradientTape`` block, a function that opens one, or a ``train_step``-like name."""
         if self._context and self._context[-1][0] == "training":
             return True
-        if any(_TRAIN_NAME.search(fn.name.value) or self._is_step(fn) for fn in self._stack):
+        if self._tape_depth > 0:
             return True
-        return self._tape_depth > 0
-
-    def _is_step(self, fn: cst.FunctionDef) -> bool:
-        if id(fn) not in self._steps:
-            self._steps[id(fn)] = any(
-                isinstance(n, cst.Call) and _last(n.func) in _STEP_CALLS for n in walk(fn.body)
-            )
-        return self._steps[id(fn)]
+        # (``_calls_backward`` is cached per body: the walk asked it when it entered the function)
+        return any(_TRAIN_NAME.search(fn.name.value) or self._calls_backward(fn.body) for fn in self._stack)
 
     def _enter_tape(self, stmt: cst.With) -> int:
         """``with tf.GradientTape() as tape:``: 1 (the walk is inside a tape until the block ends), else 0."""
@@ -301,6 +288,19 @@ class _NoModule(ModuleValue):
 
 
 _NO_MODULE = _NoModule(label="", has_bn=None, is_module=False, kind="parameter", framework="keras")
+
+
+def training_arg(call: cst.Call, args: list) -> str:
+    """A Keras call's ``training``: "true", "false", "other" (a variable, forwarded positionally) or "absent"."""
+    for arg, value in zip(call.args, args):
+        if arg.keyword is not None and arg.keyword.value == "training":
+            if isinstance(value, Const) and value.value in (True, False):
+                return "true" if value.value else "false"
+            return "other"
+        if arg.star or (arg.keyword is not None and "train" in arg.keyword.value.lower()):
+            return "other"  # ``model(*args, **kwargs)``, ``model(x, is_training=True)`` (its call forwards it)
+    positional = [a for a in call.args if a.keyword is None]
+    return "other" if len(positional) >= 2 else "absent"
 
 
 def training_default(cls: cst.ClassDef) -> cst.Param | None:

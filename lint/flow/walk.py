@@ -44,6 +44,7 @@ from lint.flow.events import (
     ModeSet,
 )
 from lint.flow.layers import KerasLayerWalk
+from lint.flow.layers import training_arg as _training_arg
 from lint.flow.values import (
     EVAL,
     TRAIN,
@@ -1128,19 +1129,6 @@ def _join_vars(a: dict, b: dict) -> dict:
         elif name in b:
             joined[name] = right
     return joined
-
-
-def _training_arg(call: cst.Call, args: list) -> str:
-    """A Keras call's ``training``: "true", "false", "other" (a variable, forwarded positionally) or "absent"."""
-    for arg, value in zip(call.args, args):
-        if arg.keyword is not None and arg.keyword.value == "training":
-            if isinstance(value, Const) and value.value in (True, False):
-                return "true" if value.value else "false"
-            return "other"
-        if arg.star or (arg.keyword is not None and "train" in arg.keyword.value.lower()):
-            return "other"  # ``model(*args, **kwargs)``, ``model(x, is_training=True)`` (its call forwards it)
-    positional = [a for a in call.args if a.keyword is None]
-    return "other" if len(positional) >= 2 else "absent"
 
 
 def _excludes(x: tuple, y: tuple) -> bool:

@@ -69,7 +69,10 @@ class TrainingForcedAtInference(Rule):
 
     Only where BatchNormalization is involved: the called value is a BatchNormalization layer,
     a `keras.applications` base that has it, or a model, `Sequential` or class of this file
-    that builds it. Monte Carlo dropout (`Dropout(0.5)(x, training=True)`, or a model without
+    (or of another module of the project: `from nets import make_classifier`) that builds it.
+    `training` is read after constant folding: a helper's `training=True` default that its
+    call relies on counts, a call under `if DEBUG:` with `DEBUG = False` never runs. A helper
+    is judged where it is called: called only from a training step, it runs in that step. Monte Carlo dropout (`Dropout(0.5)(x, training=True)`, or a model without
     BatchNormalization called with `training=True`) is a legitimate technique and is not
     flagged. When the called value cannot be followed within the file (a function parameter,
     a loop or unpacked variable, `self.model` of a callback), the rule reports it if the file
@@ -79,9 +82,11 @@ class TrainingForcedAtInference(Rule):
     `evaluate()`): pix2pix-style GANs sample their generator in training mode on purpose, and
     nothing there disagrees. A layer called on freshly made random numbers (`tf.random.normal`)
     is a lesson showing the statistics move, not inference. A `call(..., training=True)`
-    default is reported only when some call of the class in the file relies on it (passes no
-    `training`, by keyword or positionally, outside a training step). Unit tests (functions named `test_*`, but not Keras' `test_step`) exercise
-    training mode on purpose and are skipped.
+    default is reported only when some call of the class relies on it (passes no `training`,
+    by keyword or positionally, outside a training step): at the parameter for a class of the
+    same file, at the call for a class imported from another module of the project. Unit tests
+    (test files, functions named `test_*`, but not Keras' `test_step`) exercise training mode on
+    purpose and are skipped.
 
     Severity: error. It is wrong now, not latent.
 
@@ -145,6 +150,7 @@ class TrainingForcedAtInference(Rule):
     prefilter = (("training=True", "training = True", "bool=True", "bool = True"), BN_MODEL_TOKENS)
     project_wide = True  # the model or layer class may come from another module of the project
     framework = "keras"
+    skips_tests = True  # unit tests run BatchNormalization in training mode on purpose (cause 10)
 
     VALID = [
         # inside a custom training step

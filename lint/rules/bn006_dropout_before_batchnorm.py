@@ -40,10 +40,14 @@ class DropoutBeforeBatchNorm(Rule):
 
     No automatic fix: reordering layers changes the architecture and any saved weights.
 
-    A Dropout built only under `if rate:` inside a function, where `rate` is a parameter with a
-    falsy default (`0.0`, `None`) that no call in the file overrides (passing it on from its own
-    caller's never-set parameter counts as not overriding), never exists: it is not reported. A
-    function nobody in the file calls may be called from elsewhere, so there it is.
+    The chain is followed by the flow analysis: a helper that adds or applies a Dropout is
+    walked at its call site (`regularize(model)` then `model.add(BatchNormalization())`), and
+    a Dropout applied on one branch of an `if` whose condition is unknown *may* feed the
+    BatchNormalization after it. Code that cannot run is not reported: `if False:`, a module
+    flag that is False, `if rate:` where `rate` is a parameter whose falsy default (`0.0`,
+    `None`) the call leaves in place (also when passed on from its own caller's unset
+    parameter). A function nobody in the file calls may be called from elsewhere, so there its
+    parameters are unknown.
 
     ## Why is this bad?
     Dropout scales the kept activations by `1 / (1 - rate)` in training and does nothing at

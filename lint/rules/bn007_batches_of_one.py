@@ -36,8 +36,9 @@ class BatchesOfOne(Rule):
     ## What it does
     Flags BatchNormalization trained on batches of one sample:
 
-    - Keras: `model.fit(..., batch_size=1)` (or a `tf.data` dataset `.batch(1)` passed to
-      `fit`) on a model with BatchNormalization;
+    - Keras: `model.fit(..., batch_size=1)` (also through a `**fit_kwargs` dict or a
+      constant, or a `tf.data` dataset `.batch(1)` passed to `fit`) on a model with
+      BatchNormalization (built in this file or in another module of the project);
     - PyTorch: a training `DataLoader` with `batch_size=1`, or with no `batch_size` at all
       (PyTorch's default is 1), in a file whose model has BatchNorm (`nn.BatchNorm1d/2d/3d`,
       `SyncBatchNorm`, or a torchvision resnet/densenet/mobilenet/efficientnet/regnet/
