@@ -99,7 +99,7 @@ class BatchesOfOne(Rule):
     summary = "BatchNormalization trained on batches of one sample"
     # Keras: a literal batch size of 1 (or a ``*_SIZE = 1`` constant); PyTorch: any DataLoader
     project_wide = True
-    framework = "torch"
+    framework = "keras torch"
     prefilter = (
         ("batch_size=1", "batch_size = 1", "SIZE = 1", "SIZE=1", ".batch(1)", "DataLoader"),
         BN_MODEL_TOKENS + TORCHVISION_BN_TOKENS,

@@ -310,3 +310,18 @@ def test_a_training_default_of_a_layer_class_of_another_module_relied_on(tmp_pat
 def test_a_training_default_of_another_module_never_relied_on_outside_the_step(tmp_path):
     write(tmp_path, {"blocks.py": KERAS_BLOCK, "app.py": KERAS_APP.format(call="block(test_images, training=False)")})
     assert findings(tmp_path, "app.py", "--select", "BN004") == []
+
+
+def test_a_keras_model_of_another_module_fit_on_batches_of_one(tmp_path):
+    write(tmp_path, {
+        "blocks.py": KERAS_BLOCK,
+        "train.py": """
+            from blocks import make_classifier
+
+            model = make_classifier()
+            fit_args = dict(epochs=5, batch_size=1)
+            model.fit(x_train, y_train, **fit_args)
+        """,
+    })
+    [finding] = findings(tmp_path, "train.py", "--select", "BN007")
+    assert finding["line"] == 5 and "blocks.py:12" in finding["message"]
