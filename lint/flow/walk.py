@@ -122,6 +122,7 @@ class Flow(KerasLayerWalk):
         self._imported: dict[str, ModuleValue | None] = {}  # module-level models of other modules, by name
         self._conditions: list[tuple[cst.BaseExpression, bool]] = []  # the ``if`` tests around the walk, innermost last
         self._scopes: dict[int, tuple[bool, bool]] = {}
+        self._nested: list[cst.FunctionDef] = []  # functions defined inside functions, as the walk meets them
         self._init_layers()
         self._collect(module)
         self._module_classes = self._find_module_classes()
@@ -136,6 +137,12 @@ class Flow(KerasLayerWalk):
                 self._run_function(fn, None, {}, top, None)
         for cls in self._classes.values():
             self._walk_class_alone(cls, top)
+        # nested functions (a block builder's ``def apply(x):`` closure) nobody called where the walk could
+        # follow: once, with unknown parameters and free variables; ones they define join the list
+        for fn in self._nested:
+            if id(fn) not in self._walked and self._budget > 0:
+                self._budget -= 1
+                self._run_function(fn, None, {}, top, None)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -352,6 +359,7 @@ class Flow(KerasLayerWalk):
         elif isinstance(stmt, cst.FunctionDef):
             if frame is not self._top:
                 frame.vars[stmt.name.value] = Function(stmt)
+                self._nested.append(stmt)
 
     def _orelse(self, stmt: cst.If, frame: _Frame, bn_guard: bool) -> None:
         if stmt.orelse is None:
@@ -1008,7 +1016,7 @@ class Flow(KerasLayerWalk):
             if call is not None:
                 self._via.pop()
             del self._context[len(self._context) - pushed :]
-        return next((r for r in inner.returns if isinstance(r, (ModuleValue, tuple))), None)
+        return next((r for r in inner.returns if isinstance(r, (ModuleValue, tuple, Function))), None)
 
     def _walk_class_alone(self, cls: cst.ClassDef, top: _Frame) -> None:
         """Methods nobody calls in this file, walked on an instance of unknown mode (``__init__`` first,

@@ -206,6 +206,19 @@ def head(x, rate):
     return layers.BatchNormalization()(x)
 """
         ),
+        # a block builder returning a closure: the closure is walked where the builder's result is called
+        Invalid(
+            """
+from tensorflow.keras import layers
+def conv_block(filters, rate):
+    def apply(x):
+        x = layers.Conv2D(filters, 3)(x)
+        x = layers.Dropout(rate)(x)
+        return layers.BatchNormalization()(x)
+    return apply
+y = conv_block(32, 0.3)(inputs)
+"""
+        ),
         # a Dropout layer held in a variable, and the BatchNormalization nested around it
         Invalid(
             """
