@@ -61,7 +61,7 @@ class FileContext:
     def flow(self) -> "Flow":
         from lint.flow.walk import Flow
 
-        return Flow(self.module, self.imports, self.path, self.project)
+        return Flow(self.module, self.imports, self.path, self.project, self.settings.extra_batchnorm_models)
 
     @property
     def is_test_file(self) -> bool:

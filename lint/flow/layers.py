@@ -53,6 +53,12 @@ class KerasLayerWalk:
             name in self._bn_classes and self._class_framework(cls) == "keras" for name, cls in self._classes.items()
         )
 
+    def _extra_model(self, qualname: str | None) -> bool:
+        """A factory configured in ``extra-batchnorm-models`` (``mylib.zoo.build_backbone``), in any import form."""
+        return bool(qualname) and any(
+            qualname == f or qualname.endswith("." + f) or f.endswith("." + qualname) for f in self.extra_models
+        )
+
     # -- values ----------------------------------------------------------------------------
 
     def _layer_value(self, value, node: cst.Call, qualname: str):

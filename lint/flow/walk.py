@@ -96,8 +96,10 @@ class _Frame:
 class Flow(KerasLayerWalk):
     """The module values and events of one file. Build once per file; rules query it."""
 
-    def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None) -> None:
+    def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None,
+                 extra_models: tuple[str, ...] = ()) -> None:
         self.imports = imports
+        self.extra_models = tuple(extra_models)  # ``extra-batchnorm-models``: factories the user says build BatchNorm
         self.project = project or {}  # dotted name -> lint.flow.project.Definition of another module
         self.events: list[Event] = []
         self.loaders: list[Loader] = []
@@ -249,7 +251,7 @@ class Flow(KerasLayerWalk):
             q = self.imports.qualname(n)
             if pt.is_torch_bn_class(q) or pt.is_torchvision_bn_model(q) or (isinstance(n, cst.Name) and n.value in local):
                 return True
-            if kk.builds_bn(q) or (dropout and kk.is_dropout(q)):
+            if kk.builds_bn(q) or (dropout and kk.is_dropout(q)) or self._extra_model(q):
                 return True
             imported = self.project.get(dotted(n) or "")
             if imported is not None and imported.is_model and (imported.has_bn or (dropout and imported.has_dropout)):
@@ -724,6 +726,9 @@ class Flow(KerasLayerWalk):
         if not qualname:
             return None
         last = qualname.rsplit(".", 1)[-1]
+        if self._extra_model(qualname):
+            return self._new(ModuleValue(f"{last}()", True, origin=node,
+                                         framework="torch" if self.imports.imports_from("torch") else "keras"))
         if pt.is_random_tensor(qualname):
             return Tensor("random")
         if pt.is_data_loader(qualname):
