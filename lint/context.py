@@ -11,7 +11,6 @@ from lint.names import ImportMap
 
 if TYPE_CHECKING:
     from lint.config import Settings
-    from lint.keras_layers import KerasLayers
     from lint.keras_models import KerasModels
     from lint.flow.walk import Flow
 
@@ -39,16 +38,30 @@ class FileContext:
         return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models)
 
     @cached_property
-    def keras_layers(self) -> "KerasLayers":
-        from lint.keras_layers import KerasLayers
+    def assignments(self) -> list[tuple[cst.BaseExpression, cst.BaseExpression]]:
+        """Every assignment of the file (target, value), in source order: for a rule's light query
+        (``batch = next(iter(ds))``). One cheap pass, only when a rule asks."""
+        from lint.nodes import walk
 
-        return KerasLayers(self.module, self.imports, self.keras_models, self.settings.extra_batchnorm_models)
+        found = []
+        for node in walk(self.module):
+            if isinstance(node, cst.Assign):
+                found.extend((t.target, node.value) for t in node.targets)
+            elif isinstance(node, cst.AnnAssign) and node.value is not None:
+                found.append((node.target, node.value))
+        return found
+
+    @property
+    def keras_layers(self) -> "_Assignments":
+        """What BN001 still reads of the old per-file layer walker (deleted): the assignments and
+        qualified names. Use ``ctx.assignments`` and ``ctx.imports.qualname``."""
+        return _Assignments(self.assignments, self.imports.qualname)
 
     @cached_property
     def flow(self) -> "Flow":
         from lint.flow.walk import Flow
 
-        return Flow(self.module, self.imports, self.path, self.project)
+        return Flow(self.module, self.imports, self.path, self.project, self.settings.extra_batchnorm_models)
 
     @property
     def is_test_file(self) -> bool:
@@ -60,3 +73,9 @@ class FileContext:
     def code(self, node: cst.CSTNode) -> str:
         """The source text of a node, for messages."""
         return self.module.code_for_node(node).strip()
+
+
+class _Assignments:
+    def __init__(self, assignments, qualname) -> None:
+        self.assignments = assignments
+        self.qualname = qualname

@@ -100,7 +100,7 @@ def check_source(
         roots, extra = conditional
         project = _project(roots).view(Path(path), source, tree)
         bn = imports_bn(project)
-        codes = tuple(sorted(set(codes) | {c for c in extra if _rule(c).framework in bn}))
+        codes = tuple(sorted(set(codes) | {c for c in extra if _rule(c).models_from(bn)}))
     if error is None and codes and prefilter:
         codes = _codes_outside_docstrings(source, tree, settings, codes, imports_bn(project))
     if error is None and codes:  # only a tree headed for libcst needs the depth guard
@@ -206,7 +206,7 @@ def _codes_outside_docstrings(
     rules = {r.code: r for r in all_rules()}
     return tuple(
         code for code in codes
-        if prefilter_matches(data, [encoded_prefilter(rules[code], settings, relaxed=rules[code].framework in imported_bn)])
+        if prefilter_matches(data, [encoded_prefilter(rules[code], settings, relaxed=rules[code].models_from(imported_bn))])
     )
 
 

@@ -77,7 +77,7 @@ class Rule:
     #: another module of the project, so the groups naming BatchNorm models (those holding
     #: "BatchNorm" or "BatchNorm2d") are waived for a file that imports a ``framework`` model with it.
     project_wide: ClassVar[bool] = False
-    framework: ClassVar[str] = ""
+    framework: ClassVar[str] = ""  # "keras", "torch", or both: "keras torch"
     #: an inference rule: unit tests run BatchNorm in training mode on purpose, so test files
     #: (``tests/``, ``test_*.py``, ``*_test.py``, ``conftest.py``) are not even parsed for it
     skips_tests: ClassVar[bool] = False
@@ -86,6 +86,11 @@ class Rule:
 
     def check(self, ctx: "FileContext") -> Iterator[Violation]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def models_from(cls, frameworks: frozenset[str]) -> bool:
+        """Its model may be one of these frameworks' models with BatchNorm that a file imports."""
+        return any(f in frameworks for f in cls.framework.split())
 
     @classmethod
     def prefilter_groups(

@@ -9,6 +9,8 @@
   data, loaders feeding models) for the rules to query;
 - ``project``: the project index (imports resolved between the files of a run, per-module
   summaries shared with the worker processes);
-- ``flow``: the walk over one file with PyTorch's semantics (from ``lint.frameworks.torch``);
+- ``walk``: the walk over one file with PyTorch's semantics (from ``lint.frameworks.torch``);
+- ``layers``: its Keras-layer part (layer values, ``training`` arguments and defaults, Dropout
+  feeding BatchNormalization, the learning-phase API, ``fit()`` batch sizes);
 - ``keras_steps``: custom Keras training steps and the model calls inside them (BN008).
 """

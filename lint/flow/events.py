@@ -94,3 +94,54 @@ class LoaderFeeds(Event):
 
     loader: Loader | None = None
     mode: Mode = UNKNOWN_MODE
+
+
+@dataclass
+class LayerCall(Event):
+    """A Keras layer or model applied: ``module(x, training=...)``. ``module`` may be a value the walk
+    cannot follow (``kind == "parameter"``: a function's parameter, ``self.model`` of a callback), then
+    recorded only when the call passes ``training``.
+
+    ``training`` is as ``Forward.training``; ``in_step`` says it runs in a custom training step (a tape,
+    a function that applies gradients, ``train_step``), ``in_test`` in a unit test, ``random_input`` on
+    freshly made random numbers. ``default`` is (class name, parameter) when the call passes no
+    ``training`` and the class's ``call(..., training=True)`` default decides (parameter None: the class is
+    defined in another module of the project)."""
+
+    training: str = "absent"
+    in_step: bool = False
+    in_test: bool = False
+    random_input: bool = False
+    default: tuple | None = None
+
+
+@dataclass
+class DropoutFeedsBatchNorm(Event):
+    """A Dropout's output goes straight into a BatchNormalization: ``node`` is the BatchNormalization
+    (its application, or its element of the ``Sequential`` list / ``add`` call), ``dropout`` the Dropout's.
+    ``shape`` is "Sequential", "add" or "functional"."""
+
+    dropout: cst.CSTNode | None = None
+    shape: str = "functional"
+
+
+@dataclass
+class LearningPhaseUse(Event):
+    """A call of the Keras learning-phase API (``set_learning_phase``, ``learning_phase``,
+    ``learning_phase_scope``) as the file reaches it (``qualname``, module aliases followed).
+    ``after_model``: a model was built or loaded before it in the same function (or module body);
+    ``sets_one``: its argument folds to 1/True."""
+
+    api: str = ""
+    qualname: str = ""
+    after_model: bool = False
+    sets_one: bool = False
+
+
+@dataclass
+class KerasFit(Event):
+    """``model.fit(...)``: its ``batch_size`` where it folds to an int (``**fit_kwargs`` dicts spread in),
+    and the batch size of a ``tf.data`` pipeline passed as ``x`` (``ds.batch(1)``)."""
+
+    batch_size: int | None = None
+    batched_by: int | None = None

@@ -53,6 +53,8 @@ class Definition:
     frozen_at: str = ""
     #: a PyTorch class: the sub-modules it freezes (``PartFreeze``)
     part_freezes: tuple[PartFreeze, ...] = ()
+    #: a Keras class whose ``call(self, x, training=True)`` defaults to training mode
+    training_default: bool = False
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,7 @@ class _Summarizer:
         has_bn: bool | None = True if bn else (False if is_model and kind == "class" else None)
         freezes = self._part_freezes(node, local) if kind == "class" and framework == "torch" and bn else ()
         return Definition(node.name, kind, framework, is_model, has_bn, dropout, f"{self.display}:{node.lineno}",
-                          part_freezes=freezes)
+                          part_freezes=freezes, training_default=kind == "class" and _defaults_to_training(node))
 
     def _part_freezes(self, cls: ast.ClassDef, local) -> tuple[PartFreeze, ...]:
         """What a PyTorch class freezes of its own sub-modules (``PartFreeze``): read from ``__init__``
@@ -452,6 +454,18 @@ class _Summarizer:
             return True
         head = q.split(".")[0]
         return head in local or head in self.summary.imports
+
+
+def _defaults_to_training(cls: ast.ClassDef) -> bool:
+    """``def call(self, x, training=True)`` in the class body."""
+    for fn in cls.body:
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name == "call":
+            args = fn.args
+            positional = [*args.posonlyargs, *args.args]
+            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            return any(a.arg == "training" and isinstance(d, ast.Constant) and d.value is True for a, d in pairs)
+    return False
 
 
 def _frozen_name(node) -> str | None:

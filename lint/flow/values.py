@@ -130,6 +130,8 @@ class ModuleValue:
     has_dropout: bool = False
     pretrained: bool | None = None
     frozen: bool = False  # Keras: ``trainable = False`` set on it somewhere in the file
+    #: Keras: the layer classes it may be (``{"Dropout"}``; two after ``Dropout(r) if r else BatchNormalization()``)
+    layers: frozenset = frozenset()
 
     def contains_bn(self) -> bool | None:
         if self.has_bn:
@@ -180,3 +182,31 @@ class Function:
 
     node: cst.FunctionDef
     cls: cst.ClassDef | None = None
+
+
+@dataclass(frozen=True)
+class LayerOutput:
+    """A Keras tensor made by applying layers (``x = layers.Dropout(0.3)(x)``): the layer classes that
+    may have produced it, each with its call. Paths that meet unite them: a Dropout applied under
+    ``if rate:`` may have produced the tensor after the ``if``."""
+
+    producers: tuple[tuple[str, cst.CSTNode], ...]
+
+    def join(self, other: "LayerOutput") -> "LayerOutput":
+        seen = {id(n) for _, n in self.producers}
+        return LayerOutput(self.producers + tuple(p for p in other.producers if id(p[1]) not in seen))
+
+
+@dataclass(frozen=True)
+class Batches:
+    """A ``tf.data`` pipeline after ``.batch(size)`` (``size`` None where it does not fold to an int)."""
+
+    size: int | None
+
+
+def join_layers(a: ModuleValue, b: ModuleValue) -> ModuleValue:
+    """Two Keras layers meet (``norm = BatchNormalization()`` on one path, ``LayerNormalization()`` on
+    the other): a value that may be either, with BatchNormalization only where both agree."""
+    has_bn = a.has_bn if a.has_bn == b.has_bn else None
+    return ModuleValue(f"{a.label} or {b.label}", has_bn, origin=a.origin, framework="keras",
+                       has_dropout=a.has_dropout or b.has_dropout, layers=a.layers | b.layers)

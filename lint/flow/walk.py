@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from lint.flow.constants import NOT_CONSTANT, fold, truth
+from lint.flow.constants import NOT_CONSTANT, fold, literal, truth
 from lint.flow.events import (
     AttributeFreeze,
     Event,
@@ -43,6 +43,8 @@ from lint.flow.events import (
     ModeOverwrite,
     ModeSet,
 )
+from lint.flow.layers import KerasLayerWalk
+from lint.flow.layers import training_arg as _training_arg
 from lint.flow.values import (
     EVAL,
     TRAIN,
@@ -50,11 +52,13 @@ from lint.flow.values import (
     Const,
     Constructor,
     Function,
+    LayerOutput,
     Loader,
     Many,
     Mode,
     ModuleValue,
     Tensor,
+    join_layers,
     join_states,
 )
 from lint.frameworks import keras as kk
@@ -89,11 +93,13 @@ class _Frame:
         return None
 
 
-class Flow:
+class Flow(KerasLayerWalk):
     """The module values and events of one file. Build once per file; rules query it."""
 
-    def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None) -> None:
+    def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None,
+                 extra_models: tuple[str, ...] = ()) -> None:
         self.imports = imports
+        self.extra_models = tuple(extra_models)  # ``extra-batchnorm-models``: factories the user says build BatchNorm
         self.project = project or {}  # dotted name -> lint.flow.project.Definition of another module
         self.events: list[Event] = []
         self.loaders: list[Loader] = []
@@ -122,6 +128,8 @@ class Flow:
         self._loop_steps: list[bool] = []  # per enclosing loop: it calls ``.backward()`` outside its inner loops
         self._class_defs: dict[str, list[cst.ClassDef]] = {}  # every definition of a name, in order (notebooks redefine)
         self._function_defs: dict[str, list[cst.FunctionDef]] = {}
+        self._nested: list[cst.FunctionDef] = []  # functions defined inside functions, as the walk meets them
+        self._init_layers()
         self._collect(module)
         self._module_classes = self._find_module_classes()
         self._bn_classes = self._find_bn_classes()
@@ -131,11 +139,20 @@ class Flow:
         top = _Frame(None)
         self._top = top
         self._block(module.body, top, bn_guard=False)
-        for fn in (f for defs in self._function_defs.values() for f in defs):
+        # functions nobody calls first: a helper they call is then walked at its call site (in the
+        # caller's training step), not alone with unknown parameters
+        functions = (f for defs in self._function_defs.values() for f in defs)
+        for fn in sorted(functions, key=lambda f: f.name.value in self._called_names):
             if id(fn) not in self._walked:
                 self._run_function(fn, None, {}, top, None)
         for cls in (c for defs in self._class_defs.values() for c in defs):
             self._walk_class_alone(cls, top)
+        # nested functions (a block builder's ``def apply(x):`` closure) nobody called where the walk could
+        # follow: once, with unknown parameters and free variables; ones they define join the list
+        for fn in self._nested:
+            if id(fn) not in self._walked and self._budget > 0:
+                self._budget -= 1
+                self._run_function(fn, None, {}, top, None)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -183,12 +200,14 @@ class Flow:
     def _collect(self, module: cst.Module) -> None:
         for stmt in module.body:
             self._collect_def(stmt)
+        self._called_names: set[str] = set()  # ``helper(...)``: functions called somewhere in the file
         for node in walk(module):
-            if isinstance(node, cst.Name) and node.value == "FrozenBatchNorm2d" or (
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
+                self._called_names.add(node.func.value)
+            elif isinstance(node, cst.Name) and node.value == "FrozenBatchNorm2d" or (
                 isinstance(node, cst.SimpleString) and "FrozenBatchNorm" in node.value
             ):
                 self.uses_frozen_bn = True
-                return
 
     def _collect_def(self, stmt: cst.CSTNode) -> None:
         if isinstance(stmt, cst.FunctionDef):
@@ -242,7 +261,7 @@ class Flow:
             q = self.imports.qualname(n)
             if pt.is_torch_bn_class(q) or pt.is_torchvision_bn_model(q) or (isinstance(n, cst.Name) and n.value in local):
                 return True
-            if kk.builds_bn(q) or (dropout and kk.is_dropout(q)):
+            if kk.builds_bn(q) or (dropout and kk.is_dropout(q)) or self._extra_model(q):
                 return True
             imported = self.project.get(dotted(n) or "")
             if imported is not None and imported.is_model and (imported.has_bn or (dropout and imported.has_dropout)):
@@ -337,7 +356,9 @@ class Flow:
                     pushed += 1
                 else:
                     self._eval(item.item, frame)
+            taped = self._enter_tape(stmt)
             self._block(_body(stmt.body), frame, bn_guard)
+            self._tape_depth -= taped
             del self._context[len(self._context) - pushed :]
         elif isinstance(stmt, cst.Try):
             self._block(_body(stmt.body), frame, bn_guard)
@@ -351,6 +372,7 @@ class Flow:
         elif isinstance(stmt, cst.FunctionDef):
             if frame is not self._top:
                 frame.vars[stmt.name.value] = Function(stmt)
+                self._nested.append(stmt)
             else:  # from here on the name means this definition (a later notebook cell redefines it)
                 self._functions[stmt.name.value] = stmt
         elif isinstance(stmt, cst.ClassDef) and frame is self._top:
@@ -649,6 +671,10 @@ class Flow:
         else:
             callee = self._eval(func.value if isinstance(func, cst.Attribute) else func, frame, record)
         args = [self._eval(a.value, frame, record) for a in node.args]  # once: they may build modules
+        if record:
+            batches = self._keras_call(node, callee, args, frame)  # lint.flow.layers
+            if batches is not None:
+                return batches
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and isinstance(callee, Const):
             frame.vars[func.value.value] = None  # ``kwargs.update(...)``: a method may change the constant
 
@@ -664,6 +690,7 @@ class Flow:
                     self._values.setdefault(id(func), sub)
                     if sub.is_module and record:
                         self._forward(sub, node, args)
+                        return self._layer_output(sub, node, args)
                     return None
                 if callee.is_module and method in ("parameters", "named_parameters"):
                     return Many(callee, "params", _code(func.value))
@@ -684,6 +711,7 @@ class Flow:
         elif isinstance(callee, ModuleValue):
             if callee.is_module and record:
                 self._forward(callee, node, args)
+                return self._layer_output(callee, node, args)
             return None
         elif isinstance(callee, Function):
             return self._inline(callee.node, callee.cls, None, node, args) if record else None
@@ -725,12 +753,15 @@ class Flow:
         if not qualname:
             return None
         last = qualname.rsplit(".", 1)[-1]
+        if self._extra_model(qualname):
+            return self._new(ModuleValue(f"{last}()", True, origin=node,
+                                         framework="torch" if self.imports.imports_from("torch") else "keras"))
         if pt.is_random_tensor(qualname):
             return Tensor("random")
         if pt.is_data_loader(qualname):
             return self._loader(node, args, frame)
-        if kk.keras_name(qualname) or qualname.startswith("keras_hub.") or qualname.startswith("keras_nlp."):
-            return self._keras_model(node, qualname, args, frame)
+        if kk.keras_name(qualname) or qualname.startswith(("keras_hub.", "keras_nlp.")) or self._star_layer(qualname):
+            return self._layer_value(self._keras_model(node, qualname, args, frame), node, qualname)
         if last in pt.WRAPPERS and args:  # nn.DataParallel(model), torch.compile(model): the same module here
             return args[0] if isinstance(args[0], ModuleValue) else None
         if pt.is_torchvision_bn_model(qualname):
@@ -784,9 +815,12 @@ class Flow:
             has_bn = True if isinstance(preset, str) and kk.is_keras_hub_bn_preset(preset) else None
             return self._new(ModuleValue(label, has_bn, origin=node, framework="keras"))
         if last == "Sequential":
-            inside = [v for v in self._elements(node, frame) if isinstance(v, ModuleValue)]
-            return self._new(ModuleValue(label, any(v.contains_bn() for v in inside) or None, origin=node,
-                                         framework="keras", has_dropout=any(v.has_dropout for v in inside)))
+            elements = self._elements(node, frame)
+            inside = [v for v in elements if isinstance(v, ModuleValue)]
+            model = self._new(ModuleValue(label, any(v.contains_bn() for v in inside) or None, origin=node,
+                                          framework="keras", has_dropout=any(v.has_dropout for v in inside)))
+            self._layer_sequence(model, elements, node)
+            return model
         if last in ("Model", "Functional"):
             # the graph's layers were built in the enclosing function (or the module): BatchNorm if they are
             scope = self._stack[-1] if self._stack else self._module
@@ -875,6 +909,8 @@ class Flow:
             if method == "add" and args and isinstance(args[0], ModuleValue):
                 owner.has_bn = owner.has_bn or args[0].contains_bn()
                 owner.has_dropout = owner.has_dropout or args[0].has_dropout
+            if method == "add" and args:
+                self._layer_added(owner, args[0], node.args[0].value)
             return _NOTHING
         if method == "train":
             self._set_mode(owner, _train_mode(node, args), node)
@@ -1015,9 +1051,14 @@ class Flow:
     def _run_function(self, fn: cst.FunctionDef, self_obj, values, parent: _Frame, call: cst.Call | None):
         self._walked.add(id(fn))
         inner = _Frame(parent, self_obj)
+        # at a call site, a parameter the call does not pass holds its default (``dropout_rate=0.0``)
+        defaults = call is not None and not any(a.star for a in call.args)
         for param in [*fn.params.params, *fn.params.kwonly_params, *fn.params.posonly_params]:
             name = param.name.value
             value = values.get(name)
+            if defaults and name not in values and param.default is not None:
+                default = literal(param.default)
+                value = None if default is NOT_CONSTANT else Const(default)
             if value is None and param.annotation is not None and self._annotated_module(param.annotation.annotation):
                 value = self._new(ModuleValue(label=name, has_bn=None, kind="parameter"))
             inner.vars[name] = value
@@ -1039,7 +1080,7 @@ class Flow:
             if call is not None:
                 self._via.pop()
             del self._context[len(self._context) - pushed :]
-        return next((r for r in inner.returns if isinstance(r, (ModuleValue, tuple))), None)
+        return next((r for r in inner.returns if isinstance(r, (ModuleValue, tuple, Function))), None)
 
     def _walk_class_alone(self, cls: cst.ClassDef, top: _Frame) -> None:
         """Methods nobody calls in this file, walked on an instance of unknown mode (``__init__`` first,
@@ -1154,22 +1195,15 @@ def _join_vars(a: dict, b: dict) -> dict:
         left, right = a.get(name), b.get(name)
         if isinstance(left, Const) or isinstance(right, Const):
             joined[name] = left if left == right else None
+        elif isinstance(left, LayerOutput) and isinstance(right, LayerOutput):
+            joined[name] = left.join(right)  # the tensor may come from either path's layers
+        elif isinstance(left, ModuleValue) and isinstance(right, ModuleValue) and left is not right and (
+            left.layers and right.layers
+        ):
+            joined[name] = join_layers(left, right)
         elif name in b:
             joined[name] = right
     return joined
-
-
-def _training_arg(call: cst.Call, args: list) -> str:
-    """A Keras call's ``training``: "true", "false", "other" (a variable, forwarded positionally) or "absent"."""
-    for arg, value in zip(call.args, args):
-        if arg.keyword is not None and arg.keyword.value == "training":
-            if isinstance(value, Const) and value.value in (True, False):
-                return "true" if value.value else "false"
-            return "other"
-        if arg.star or (arg.keyword is not None and "train" in arg.keyword.value.lower()):
-            return "other"  # ``model(*args, **kwargs)``, ``model(x, is_training=True)`` (its call forwards it)
-    positional = [a for a in call.args if a.keyword is None]
-    return "other" if len(positional) >= 2 else "absent"
 
 
 def _excludes(x: tuple, y: tuple) -> bool:

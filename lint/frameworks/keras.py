@@ -1,7 +1,7 @@
 """Keras knowledge, in one place: which constructors build BatchNormalization (or Dropout),
 what a custom training step looks like.
 
-The analyses (``lint.flow``, ``lint.keras_models``, ``lint.keras_layers``) ask these questions.
+The analyses (``lint.flow``, ``lint.keras_models``) ask these questions.
 """
 
 from __future__ import annotations
@@ -110,3 +110,10 @@ def is_model_base(qualname: str | None) -> bool:
 def applies_gradients(call_name: str) -> bool:
     """``optimizer.apply_gradients(...)``, ``optimizer.minimize(...)``: the call of a training step."""
     return call_name in APPLY_GRADIENTS
+
+
+#: The Keras 1/2 learning-phase API (``keras.backend.*``), gone in Keras 3.
+LEARNING_PHASE_API = frozenset({"set_learning_phase", "learning_phase", "learning_phase_scope"})
+#: Calls that exist only in TensorFlow 1 / Keras 2: a file using them cannot run on Keras 3 at all.
+KERAS2_ONLY = frozenset({"Session", "InteractiveSession", "get_session", "placeholder", "disable_eager_execution",
+                         "disable_v2_behavior", "gradients"})

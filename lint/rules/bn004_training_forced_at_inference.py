@@ -5,9 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.frameworks.keras import BN_MODEL_TOKENS, is_bn_class
-from lint.frameworks.torch import is_random_tensor
-from lint.keras_layers import all_params, training_true
+from lint.flow.events import LayerCall
+from lint.frameworks.keras import BN_CLASSES, BN_MODEL_TOKENS
 from lint.rule import Invalid, Rule, Severity, Violation
 
 #: a block whose call() defaults to training=True (the examples add or leave out a call relying on it)
@@ -39,6 +38,18 @@ def show_samples(net, source):
     plt.imshow(fake[0])
 """
 
+#: a helper forcing training mode, called from a training step (the examples add another caller or not)
+_FORWARD_HELPER = """
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Dense(8), tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(1)])
+def forward(net, x):
+    return net(x, training=True)
+def fit_batch(x, y):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(y - forward(model, x)))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+"""
+
 _FIX_HINT = "mark a deliberate use (e.g. pix2pix-style GAN sampling) with `# noqa: BN004`"
 
 
@@ -58,7 +69,10 @@ class TrainingForcedAtInference(Rule):
 
     Only where BatchNormalization is involved: the called value is a BatchNormalization layer,
     a `keras.applications` base that has it, or a model, `Sequential` or class of this file
-    that builds it. Monte Carlo dropout (`Dropout(0.5)(x, training=True)`, or a model without
+    (or of another module of the project: `from nets import make_classifier`) that builds it.
+    `training` is read after constant folding: a helper's `training=True` default that its
+    call relies on counts, a call under `if DEBUG:` with `DEBUG = False` never runs. A helper
+    is judged where it is called: called only from a training step, it runs in that step. Monte Carlo dropout (`Dropout(0.5)(x, training=True)`, or a model without
     BatchNormalization called with `training=True`) is a legitimate technique and is not
     flagged. When the called value cannot be followed within the file (a function parameter,
     a loop or unpacked variable, `self.model` of a callback), the rule reports it if the file
@@ -68,9 +82,11 @@ class TrainingForcedAtInference(Rule):
     `evaluate()`): pix2pix-style GANs sample their generator in training mode on purpose, and
     nothing there disagrees. A layer called on freshly made random numbers (`tf.random.normal`)
     is a lesson showing the statistics move, not inference. A `call(..., training=True)`
-    default is reported only when some call of the class in the file relies on it (passes no
-    `training`, by keyword or positionally, outside a training step). Unit tests (functions named `test_*`, but not Keras' `test_step`) exercise
-    training mode on purpose and are skipped.
+    default is reported only when some call of the class relies on it (passes no `training`,
+    by keyword or positionally, outside a training step): at the parameter for a class of the
+    same file, at the call for a class imported from another module of the project. Unit tests
+    (test files, functions named `test_*`, but not Keras' `test_step`) exercise training mode on
+    purpose and are skipped.
 
     Severity: error. It is wrong now, not latent.
 
@@ -132,6 +148,9 @@ class TrainingForcedAtInference(Rule):
     severity = Severity.ERROR
     summary = "Training mode forced on BatchNormalization outside a training step"
     prefilter = (("training=True", "training = True", "bool=True", "bool = True"), BN_MODEL_TOKENS)
+    project_wide = True  # the model or layer class may come from another module of the project
+    framework = "keras"
+    skips_tests = True  # unit tests run BatchNormalization in training mode on purpose (cause 10)
 
     VALID = [
         # inside a custom training step
@@ -226,6 +245,31 @@ import keras
 base = keras.applications.ResNet50(weights=None)
 features = base(images, training=False)
 """,
+        # a helper that forces training mode, called only inside a training step: walked at its call site,
+        # it runs in the step (the file also evaluates, so this is not the GAN case)
+        _FORWARD_HELPER
+        + """
+model.evaluate(x_test, y_test)
+""",
+        # code that cannot run (cause 7): a debugging branch behind a module constant that is False
+        """
+import keras
+DEBUG = False
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization()])
+if DEBUG:
+    check = model(x_test, training=True)
+""",
+        # the default is relied on only inside the training step; outside, every call passes the mode
+        _CONV_BLOCK
+        + """
+block = ConvBlock(16)
+@tf.function
+def train_step(x):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(block(x))
+    optimizer.apply_gradients(zip(tape.gradient(loss, block.trainable_variables), block.trainable_variables))
+features = block(test_images, training=False)
+""",
     ]
 
     INVALID = [
@@ -284,119 +328,116 @@ norm = tf.keras.layers.BatchNormalization()
 out = norm(test_features, training=True)
 """
         ),
+        # training=True reaches the call through a helper's default that the call relies on (the default
+        # is bound at the call site)
+        Invalid(
+            """
+import keras
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+def run(net, x, training=True):
+    return net(x, training=training)
+model.fit(x_train, y_train)
+scores = run(model, x_test)
+"""
+        ),
+        # a helper called from the training step and from an evaluation: the evaluation runs it in training mode
+        Invalid(
+            _FORWARD_HELPER
+            + """
+def score(x):
+    return forward(model, x)
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        layers = ctx.keras_layers
-        training_only = _training_mode_only(layers)
-        for call, frame in layers.calls:
-            if training_true(call) is None or layers.in_training_step(frame) or _in_unit_test(frame):
+        flow = ctx.flow
+        calls = flow.all_of(LayerCall)
+        training_only = _training_mode_only(flow, calls)
+        involves_bn = None
+        forced: dict[int, LayerCall] = {}  # reported where some walk of the call runs outside a training step
+        for call in calls:
+            if call.training != "true" or call.in_step or call.in_test or call.random_input:
                 continue
-            func = call.func
+            func = call.node.func
             if not (isinstance(func, (cst.Call, cst.Name)) or _self_attribute(func)):
                 continue
-            if _on_random_input(layers, call):
+            carries = call.module.contains_bn()
+            if carries is None and call.module.kind != "parameter" and call.module.layers:
+                carries = False  # a layer of a kind without BatchNormalization (Dropout, Dense)
+            if carries is None:
+                if involves_bn is None:
+                    involves_bn = flow.builds_batchnorm()
+                carries = involves_bn and not training_only
+            if carries:
+                forced.setdefault(id(call.node), call)
+        for call in forced.values():
+            yield Violation(call.node, _call_message(ctx, call.node, call.module))
+        reported: set[int] = set()
+        for call in calls:
+            if call.default is None or call.training != "absent" or call.in_step or call.in_test:
                 continue
-            carries = layers.carries_bn(func, frame)
-            if carries or (carries is None and layers.involves_bn and not training_only):
-                yield Violation(call, _call_message(ctx, call))
-        relied = _defaults_relied_on(layers)
-        for method, cls in layers.methods:
-            if method.name.value != "call" or not layers.class_builds_bn(cls) or cls.name.value not in relied:
-                continue
-            for param in all_params(method.params):
-                if param.name.value == "training" and _is_true(param.default):
-                    yield Violation(param, _default_message(cls))
+            name, param = call.default
+            where = param if param is not None else call.node
+            if id(where) not in reported:
+                reported.add(id(where))
+                yield Violation(where, _default_message(name) if param is not None else _imported_default_message(
+                    ctx, call.node, name, call.module.defined_at))
 
 
-def _training_mode_only(layers) -> bool:
+def _training_mode_only(flow, calls: list) -> bool:
     """The file trains in a training step and never runs anything in inference mode.
 
     pix2pix-style GANs sample their generator with ``training=True`` on purpose, in a helper
     whose model is a parameter: when nothing in the file calls with ``training=False``,
     ``predict()`` or ``evaluate()``, training and inference never disagree, so a value the rule
     cannot follow is not reported (a model the file builds with BatchNormalization still is).
-    A ``training=False`` call written before the training step (the tutorial's look at the
+    A ``training=False`` call walked before the training step (the tutorial's look at the
     untrained generator's output) is not inference on a trained model and does not count.
     """
+    if flow.calls_inference_api:
+        return False
     trains = False
-    for call, frame in layers.calls:
-        if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("predict", "evaluate", "predict_on_batch"):
+    for call in calls:
+        if call.training == "false" and trains:
             return False
-        for arg in call.args:
-            if arg.keyword is not None and arg.keyword.value == "training":
-                if isinstance(arg.value, cst.Name) and arg.value.value == "False" and trains:
-                    return False  # (before the training step is written, it looks at the untrained model)
-                trains = trains or (layers.in_training_step(frame) and _is_true(arg.value))
+        trains = trains or (call.in_step and call.training == "true")
     return trains
-
-
-def _on_random_input(layers, call: cst.Call) -> bool:
-    """A lesson feeding freshly made random numbers (``tf.random.normal``) to show the statistics move."""
-    first = next((a.value for a in call.args if a.keyword is None and a.star == ""), None)
-    if isinstance(first, cst.Name):
-        bound = [value for target, value in layers.assignments if isinstance(target, cst.Name) and target.value == first.value]
-        first = bound[-1] if len(bound) == 1 else None
-    return isinstance(first, cst.Call) and is_random_tensor(layers.qualname(first.func))
-
-
-def _passes_training(call: cst.Call) -> bool:
-    """``training=`` by keyword, or positionally after the inputs (``self.encoder(x, training)``), or ``**kwargs``."""
-    positional = [a for a in call.args if a.keyword is None and a.star == ""]
-    return len(positional) >= 2 or any(
-        a.star == "**" or (a.keyword is not None and a.keyword.value == "training") for a in call.args
-    )
-
-
-def _defaults_relied_on(layers) -> set[str]:
-    """Classes of this file called somewhere without ``training`` outside a training step and a unit test.
-
-    A ``call(..., training=True)`` default is only a bug when some call relies on it: a class
-    whose every call passes ``training`` (or forwards it) never runs with the default (cause 6).
-    """
-    relied: set[str] = set()
-    for call, frame in layers.calls:
-        if _passes_training(call) or layers.in_training_step(frame) or _in_unit_test(frame):
-            continue
-        for ctor in layers.constructors(call.func, frame) or ():
-            if isinstance(ctor.func, cst.Name):
-                relied.add(ctor.func.value)
-    return relied
-
-
-def _in_unit_test(frame) -> bool:
-    """Unit tests exercise training mode on purpose (``test_step`` is Keras' evaluation step, not a test)."""
-    return any(fn.name.value.startswith("test_") and fn.name.value != "test_step" for fn in frame.functions)
 
 
 def _self_attribute(node) -> bool:
     return isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self"
 
 
-def _is_true(node) -> bool:
-    return isinstance(node, cst.Name) and node.value == "True"
-
-
-def _call_message(ctx: FileContext, call: cst.Call) -> str:
+def _call_message(ctx: FileContext, call: cst.Call, module) -> str:
     name = ctx.code(call.func)
     if isinstance(call.func, cst.Call):
-        what = "it normalizes" if is_bn_class(ctx.imports.qualname(call.func.func)) else "its BatchNormalization normalizes"
+        what = "it normalizes" if module.layers & BN_CLASSES else "its BatchNormalization normalizes"
         return (
             f"`{name}` is wired into the model with training=True: {what} with "
             f"batch statistics in predict() and evaluate() too, so outputs depend on the batch and a single sample "
             f"is normalized by itself; drop the argument (Keras passes the mode) or {_FIX_HINT}"
         )
     return (
-        f"`{name}` is called with training=True outside a training step: its BatchNormalization layers normalize "
+        f"`{name}`{module.provenance('BatchNormalization')} is called with training=True outside a training step: "
+        f"its BatchNormalization layers normalize "
         f"with this batch's statistics and overwrite their moving averages, so results depend on the batch and "
         f"disagree with predict(); call it with training=False (or use predict()), or {_FIX_HINT}"
     )
 
 
-def _default_message(cls: cst.ClassDef) -> str:
-    name = cls.name.value
+def _default_message(name: str) -> str:
     return (
         f"`{name}.call()` defaults to training=True: every plain `{name}(...)(x)` or `model(x)` call outside "
         f"fit()/predict() runs its BatchNormalization on batch statistics and updates the moving averages; "
         f"default to `training=None` so Keras passes the right mode, or {_FIX_HINT}"
+    )
+
+
+def _imported_default_message(ctx: FileContext, call: cst.Call, name: str, where: str | None) -> str:
+    return (
+        f"`{ctx.code(call.func)}` is called without `training` outside a training step, so `{name}.call()`'s "
+        f"training=True default (defined in {where}, with BatchNormalization) decides: its BatchNormalization "
+        f"normalizes with this batch's statistics and updates the moving averages; pass training=False here, "
+        f"or default to `training=None` in {name}, or {_FIX_HINT}"
     )

@@ -5,11 +5,10 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.keras_layers import Frame
-from lint.names import dotted, keras_name
+from lint.flow.events import LearningPhaseUse
+from lint.names import dotted
 from lint.rule import Invalid, Rule, Severity, Violation
 
-_API = frozenset({"set_learning_phase", "learning_phase", "learning_phase_scope"})
 
 
 class LearningPhaseApi(Rule):
@@ -110,6 +109,13 @@ set_learning_phase(0)
 trainer.learning_phase()
 config.set_learning_phase(1)
 """,
+        # code that cannot run (cause 7): a legacy branch behind a module flag that is False
+        """
+import tf_keras
+LEGACY = False
+if LEGACY:
+    tf_keras.backend.set_learning_phase(1)
+""",
     ]
 
     INVALID = [
@@ -153,51 +159,36 @@ with K.learning_phase_scope(0):
     y = model.predict(x)
 """
         ),
+        # the phase reaches the call through a constant: 1, training mode at prediction
+        Invalid(
+            """
+import tf_keras
+PHASE = 1
+model = tf_keras.models.load_model("model.h5")
+tf_keras.backend.set_learning_phase(PHASE)
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        layers = ctx.keras_layers
+        flow = ctx.flow
         fed_one: set[int] | None = None  # one more walk, only in files that use the API
-        legacy: bool | None = None
-        for index, (call, frame) in enumerate(layers.calls):
-            func = call.func
-            if not isinstance(func, (cst.Name, cst.Attribute)):
-                continue
-            qualname = layers.qualname(func)
-            canonical = keras_name(qualname)
-            if canonical is None or canonical.rsplit(".", 1)[-1] not in _API or ".backend." not in canonical + ".":
-                continue
-            api = canonical.rsplit(".", 1)[-1]
+        for use in flow.of(LearningPhaseUse):
+            call = use.node
             if fed_one is None:
                 fed_one = _fed_one(ctx)
-            text = ctx.code(func) + "()"
-            if legacy is None:
-                legacy = _keras2_only(layers)
-            if legacy and not (id(call) in fed_one or _sets_one(call)):
+            text = ctx.code(call.func) + "()"
+            one = id(call) in fed_one or use.sets_one
+            if flow.keras2_only and not one:
                 continue  # inference mode in code that only runs on TF1/Keras 2 anyway: right there
-            if not _alive(qualname, ctx):
-                yield Violation(call, _gone(ctx, text, id(call) in fed_one or _sets_one(call)))
-            elif id(call) in fed_one or (api != "learning_phase" and _sets_one(call)):
+            if not _alive(use.qualname, ctx):
+                yield Violation(call, _gone(ctx, text, one))
+            elif id(call) in fed_one or (use.api != "learning_phase" and use.sets_one):
                 yield Violation(call, _training_at_prediction(text, fed=id(call) in fed_one))
-            elif api == "set_learning_phase" and _after_model(layers, index, frame):
+            elif use.api == "set_learning_phase" and use.after_model:
                 yield Violation(call, _no_effect(text))
             else:
                 yield Violation(call, _deprecated(text))
-
-
-#: calls that exist only in TensorFlow 1 / Keras 2: a file using them cannot run on Keras 3 at all
-_KERAS2_ONLY = frozenset({"Session", "InteractiveSession", "get_session", "placeholder", "disable_eager_execution",
-                          "disable_v2_behavior", "gradients"})
-
-
-def _keras2_only(layers) -> bool:
-    """The file uses TF1/Keras-2-only APIs (``tf.Session``, ``K.get_session``, ``K.gradients``)."""
-    for call, _ in layers.calls:
-        if isinstance(call.func, (cst.Name, cst.Attribute)):
-            qualname = layers.qualname(call.func) or ""
-            if qualname.rsplit(".", 1)[-1] in _KERAS2_ONLY and qualname.startswith(("tensorflow.", "keras.")):
-                return True
-    return False
 
 
 def _alive(qualname: str, ctx: FileContext) -> bool:
@@ -207,21 +198,8 @@ def _alive(qualname: str, ctx: FileContext) -> bool:
     return ctx.target.version < (3,)  # ``keras`` and ``tf.keras`` follow the installed Keras
 
 
-def _sets_one(call: cst.Call) -> bool:
-    return bool(call.args) and _is_one(call.args[0].value)
-
-
 def _is_one(node) -> bool:
     return (isinstance(node, cst.Integer) and node.value == "1") or (isinstance(node, cst.Name) and node.value == "True")
-
-
-def _after_model(layers, index: int, frame: Frame) -> bool:
-    """A model was built or loaded earlier in the same function (or module body)."""
-    scope = frame.functions[-1:] if frame.functions else ()
-    return any(
-        (f.functions[-1:] if f.functions else ()) == scope and layers.is_model_building(c)
-        for c, f in layers.calls[:index]
-    )
 
 
 def _fed_one(ctx: FileContext) -> set[int]:

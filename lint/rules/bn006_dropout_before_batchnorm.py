@@ -5,9 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
-from lint.flow.constants import NOT_CONSTANT, literal
-from lint.keras_layers import all_params
-from lint.nodes import children
+from lint.flow.events import DropoutFeedsBatchNorm
 from lint.rule import Invalid, Rule, Severity, Violation
 
 _PAPER = "Li et al., CVPR 2019"
@@ -42,10 +40,14 @@ class DropoutBeforeBatchNorm(Rule):
 
     No automatic fix: reordering layers changes the architecture and any saved weights.
 
-    A Dropout built only under `if rate:` inside a function, where `rate` is a parameter with a
-    falsy default (`0.0`, `None`) that no call in the file overrides (passing it on from its own
-    caller's never-set parameter counts as not overriding), never exists: it is not reported. A
-    function nobody in the file calls may be called from elsewhere, so there it is.
+    The chain is followed by the flow analysis: a helper that adds or applies a Dropout is
+    walked at its call site (`regularize(model)` then `model.add(BatchNormalization())`), and
+    a Dropout applied on one branch of an `if` whose condition is unknown *may* feed the
+    BatchNormalization after it. Code that cannot run is not reported: `if False:`, a module
+    flag that is False, `if rate:` where `rate` is a parameter whose falsy default (`0.0`,
+    `None`) the call leaves in place (also when passed on from its own caller's unset
+    parameter). A function nobody in the file calls may be called from elsewhere, so there its
+    parameters are unknown.
 
     ## Why is this bad?
     Dropout scales the kept activations by `1 / (1 - rate)` in training and does nothing at
@@ -122,6 +124,28 @@ b = keras.Sequential()
 a.add(keras.layers.Dropout(0.5))
 b.add(keras.layers.BatchNormalization())
 """,
+        # code that cannot run (cause 7): ``if False:`` and a module flag nobody sets
+        """
+from keras import layers, Sequential
+USE_DROPOUT = False
+x = layers.Dense(64)(inputs)
+if False:
+    x = layers.Dropout(0.5)(x)
+if USE_DROPOUT:
+    x = layers.Dropout(0.5)(x)
+x = layers.BatchNormalization()(x)
+""",
+        # a helper that adds Dropout only for a rate, called without one
+        """
+from tensorflow import keras
+def regularize(model, rate=0.0):
+    if rate:
+        model.add(keras.layers.Dropout(rate))
+model = keras.Sequential()
+model.add(keras.layers.Dense(128, activation="relu"))
+regularize(model)
+model.add(keras.layers.BatchNormalization())
+""",
     ]
 
     INVALID = [
@@ -156,16 +180,61 @@ x = tf.keras.layers.SpatialDropout2D(0.2)(x)
 x = tf.keras.layers.BatchNormalization()(x)
 """
         ),
+        # the same helper with a rate: walked at its call site, its add() continues the model's chain
+        Invalid(
+            """
+from tensorflow import keras
+def regularize(model, rate=0.5):
+    model.add(keras.layers.Dropout(rate))
+model = keras.Sequential()
+model.add(keras.layers.Dense(128, activation="relu"))
+regularize(model)
+model.add(keras.layers.BatchNormalization())
+"""
+        ),
+        # Dropout on one branch of an ``if`` whose condition is not known: the tensor after it may come
+        # from the Dropout (paths joined, not guessed)
+        Invalid(
+            """
+from keras import layers
+def head(x, rate):
+    x = layers.Dense(64)(x)
+    if rate > 0:
+        x = layers.Dropout(rate)(x)
+    else:
+        x = layers.Activation("relu")(x)
+    return layers.BatchNormalization()(x)
+"""
+        ),
+        # a block builder returning a closure: the closure is walked where the builder's result is called
+        Invalid(
+            """
+from tensorflow.keras import layers
+def conv_block(filters, rate):
+    def apply(x):
+        x = layers.Conv2D(filters, 3)(x)
+        x = layers.Dropout(rate)(x)
+        return layers.BatchNormalization()(x)
+    return apply
+y = conv_block(32, 0.3)(inputs)
+"""
+        ),
+        # a Dropout layer held in a variable, and the BatchNormalization nested around it
+        Invalid(
+            """
+import tensorflow as tf
+drop = tf.keras.layers.Dropout(0.4)
+y = tf.keras.layers.BatchNormalization()(tf.keras.layers.Flatten()(drop(x)))
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        layers = ctx.keras_layers
-        guards = _guards(ctx.module, {id(p.dropout) for p in layers.pairs}) if layers.pairs else {}
-        for pair in layers.pairs:
-            if _dead(layers, guards.get(id(pair.dropout))):
-                continue  # ``if dropout_rate:`` on a falsy default no call overrides: the Dropout never exists
+        # The flow walk records each Dropout -> BatchNormalization it meets on a path that runs: a Dropout
+        # built under ``if dropout_rate:`` with a default of 0.0 that no call overrides never does.
+        for pair in ctx.flow.of(DropoutFeedsBatchNorm):
             # name the Dropout layer, not its application to a tensor
-            layer = pair.dropout.func if pair.shape == "functional" else pair.dropout
+            layer = pair.dropout.func if pair.shape == "functional" and isinstance(pair.dropout, cst.Call) else pair.dropout
             dropout = ctx.code(layer)
             where = {
                 "Sequential": "in this Sequential",
@@ -173,63 +242,9 @@ x = tf.keras.layers.BatchNormalization()(x)
                 "functional": "in this functional chain",
             }[pair.shape]
             yield Violation(
-                pair.bn,
+                pair.node,
                 f"BatchNormalization directly after `{dropout}` {where}: it learns its moving variance from the "
                 f"dropout-scaled training activations and applies it at inference, where Dropout is off, so every "
                 f"output is mis-scaled (variance shift, {_PAPER}); move the Dropout after the BatchNormalization "
                 f"(or after the last one, before the classifier)",
             )
-
-
-def _guards(module: cst.Module, wanted: set[int]) -> dict[int, tuple[cst.FunctionDef, str]]:
-    """For each wanted node under ``if NAME:`` in a function: that function and NAME (the innermost guard)."""
-    found: dict[int, tuple[cst.FunctionDef, str]] = {}
-    stack: list[tuple[cst.CSTNode, cst.FunctionDef | None, str | None]] = [(module, None, None)]
-    while stack:
-        node, fn, guard = stack.pop()
-        if id(node) in wanted and fn is not None and guard is not None:
-            found[id(node)] = (fn, guard)
-        if isinstance(node, cst.FunctionDef):
-            fn, guard = node, None
-        for child in children(node):
-            inner = guard
-            if isinstance(node, cst.If) and child is node.body and isinstance(node.test, cst.Name):
-                inner = node.test.value
-            stack.append((child, fn, inner))
-    return found
-
-
-def _dead(layers, guard: tuple[cst.FunctionDef, str] | None) -> bool:
-    return guard is not None and _never_set(layers, guard[0], guard[1], 0)
-
-
-def _never_set(layers, fn: cst.FunctionDef, name: str, depth: int) -> bool:
-    """``name`` is a parameter of ``fn`` with a falsy literal default (0, 0.0, None, False) that no call in
-    the file overrides: every call of ``fn`` leaves it out, passes a falsy literal, or forwards a parameter
-    of its own caller that is never set either. A function nobody in the file calls may be called from
-    elsewhere: not dead."""
-    params = list(all_params(fn.params))
-    index = next((i for i, p in enumerate(params) if p.name.value == name), None)
-    if index is None or depth > 4 or params[index].default is None or literal(params[index].default):
-        return False
-    calls = [(c, f) for c, f in layers.calls if isinstance(c.func, cst.Name) and c.func.value == fn.name.value]
-    if not calls:
-        return False
-    for call, frame in calls:
-        if any(a.star for a in call.args):
-            return False
-        positional = [a for a in call.args if a.keyword is None]
-        arg = next((a for a in call.args if a.keyword is not None and a.keyword.value == name), None)
-        if arg is None and index < len(positional) and (not params or params[0].name.value != "self"):
-            arg = positional[index]
-        if arg is None:
-            continue
-        value = literal(arg.value)
-        if value is not NOT_CONSTANT and not value:
-            continue
-        if isinstance(arg.value, cst.Name) and frame.functions and _never_set(
-            layers, frame.functions[-1], arg.value.value, depth + 1
-        ):
-            continue
-        return False
-    return True

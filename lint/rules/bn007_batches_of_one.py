@@ -5,6 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from lint.context import FileContext
+from lint.flow.events import KerasFit
 from lint.frameworks.keras import BN_MODEL_TOKENS
 from lint.names import dotted
 from lint.nodes import walk
@@ -35,8 +36,9 @@ class BatchesOfOne(Rule):
     ## What it does
     Flags BatchNormalization trained on batches of one sample:
 
-    - Keras: `model.fit(..., batch_size=1)` (or a `tf.data` dataset `.batch(1)` passed to
-      `fit`) on a model with BatchNormalization;
+    - Keras: `model.fit(..., batch_size=1)` (also through a `**fit_kwargs` dict or a
+      constant, or a `tf.data` dataset `.batch(1)` passed to `fit`) on a model with
+      BatchNormalization (built in this file or in another module of the project);
     - PyTorch: a training `DataLoader` with `batch_size=1`, or with no `batch_size` at all
       (PyTorch's default is 1), in a file whose model has BatchNorm (`nn.BatchNorm1d/2d/3d`,
       `SyncBatchNorm`, or a torchvision resnet/densenet/mobilenet/efficientnet/regnet/
@@ -97,7 +99,7 @@ class BatchesOfOne(Rule):
     summary = "BatchNormalization trained on batches of one sample"
     # Keras: a literal batch size of 1 (or a ``*_SIZE = 1`` constant); PyTorch: any DataLoader
     project_wide = True
-    framework = "torch"
+    framework = "keras torch"
     prefilter = (
         ("batch_size=1", "batch_size = 1", "SIZE = 1", "SIZE=1", ".batch(1)", "DataLoader"),
         BN_MODEL_TOKENS + TORCHVISION_BN_TOKENS,
@@ -145,6 +147,14 @@ def get_mean_and_std(dataset):
     for inputs, targets in loader:
         mean += inputs.mean(dim=(0, 2, 3))
     return mean / len(dataset)
+""",
+        # the batch size of a ``**fit_kwargs`` dict is changed before the call: not 1 any more
+        """
+import keras
+model = keras.Sequential([keras.layers.Dense(16), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+fit_kwargs = dict(epochs=5, batch_size=1)
+fit_kwargs["batch_size"] = 64
+model.fit(x, y, **fit_kwargs)
 """,
     ]
 
@@ -215,29 +225,54 @@ model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16))
 loader = data.DataLoader(train_dataset, shuffle=True)
 """
         ),
+        # batch size 1 through a ``**fit_kwargs`` dict (cause 9)
+        Invalid(
+            """
+import keras
+model = keras.Sequential([keras.layers.Dense(16), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+fit_kwargs = dict(epochs=5, batch_size=1)
+model.fit(x, y, **fit_kwargs)
+"""
+        ),
+        # a tf.data pipeline batched by a constant that is 1
+        Invalid(
+            """
+import tensorflow as tf
+BATCH_SIZE = 1
+model = tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3), tf.keras.layers.BatchNormalization()])
+train_ds = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(100).batch(BATCH_SIZE).prefetch(2)
+model.fit(train_ds, epochs=3)
+"""
+        ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        facts = _Facts(ctx)
-        yield from self._keras(ctx, facts)
-        if ctx.imports.imports_from("torch"):
-            yield from self._torch(ctx, facts)
+        yield from self._keras(ctx)
+        if ctx.imports.imports_from("torch") and ctx.flow.loaders:
+            yield from self._torch(ctx, _Facts(ctx))
 
-    def _keras(self, ctx: FileContext, facts: "_Facts") -> Iterator[Violation]:
-        layers = ctx.keras_layers
-        for call, frame in layers.calls:
-            func = call.func
-            if not (isinstance(func, cst.Attribute) and func.attr.value == "fit"):
+    def _keras(self, ctx: FileContext) -> Iterator[Violation]:
+        # ``fit`` calls, their batch sizes (constants, ``**fit_kwargs`` dicts, ``tf.data`` pipelines batched
+        # with ``.batch(1)``) and the model they train come from the flow analysis.
+        involves_bn = None
+        for fit in ctx.flow.of(KerasFit):
+            if fit.batch_size == 1:
+                how = "batch_size=1"
+            elif fit.batched_by == 1:
+                how = "the dataset is batched with .batch(1)"
+            else:
                 continue
-            how = _keras_batch_of_one(call, facts)
-            if how is None:
-                continue
-            carries = layers.carries_bn(func.value, frame)
-            if carries or (carries is None and layers.involves_bn):
-                owner = ctx.code(func.value)
+            carries = fit.module.contains_bn()
+            if carries is None:
+                if involves_bn is None:
+                    involves_bn = ctx.flow.builds_batchnorm()
+                carries = involves_bn
+            if carries:
+                owner = ctx.code(fit.node.func.value)
                 yield Violation(
-                    call,
-                    f"`{owner}.fit()` trains on batches of one ({how}): {_KERAS_EFFECT}; use a batch size of 16 or "
+                    fit.node,
+                    f"`{owner}.fit()`{fit.module.provenance('BatchNormalization')} trains on batches of one ({how}): "
+                    f"{_KERAS_EFFECT}; use a batch size of 16 or "
                     f"more, or keep the BatchNormalization layers frozen (trainable = False) or use "
                     f"GroupNormalization/LayerNormalization",
                 )
@@ -293,34 +328,31 @@ def _batch_arg(call: cst.Call) -> cst.BaseExpression | None:
     return value
 
 
-def _keras_batch_of_one(call: cst.Call, facts: "_Facts") -> str | None:
-    """How a ``fit`` call trains on batches of one, or None."""
-    batch = _keyword(call, "batch_size")
-    positional = [a.value for a in call.args if a.keyword is None and not a.star]
-    if batch is None and len(positional) > 2:
-        batch = positional[2]  # fit(x, y, batch_size, ...)
-    if batch is not None and facts.int_of(batch) == 1:
-        return "batch_size=1"
-    data = _keyword(call, "x") or (positional[0] if positional else None)
-    if data is not None and facts.batched_by_one(data):
-        return "the dataset is batched with .batch(1)"
-    return None
-
-
 class _Facts:
     """Literal sizes, loaders and BatchNorm use in one file (scope-insensitive; ambiguous names give up).
 
-    Built from what ``ctx.keras_layers`` already collected: no second walk over the tree."""
+    Built only for files with a ``DataLoader``, in one pass over the tree."""
 
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
-        layers = ctx.keras_layers
         self.values: dict[str, list[cst.BaseExpression]] = {}
         self.split_sizes: dict[str, list[cst.BaseExpression]] = {}
-        for target, value in layers.assignments:
-            self._bind(target, value)
-        self.trained_names = {name for loop in layers.loops if (name := _loop_over(loop)) and _trains(loop.body)}
-        self.torch_bn = any(self.is_torch_bn(node) for node in layers.references.values())
+        self.trained_names: set[str] = set()
+        self.torch_bn = False
+        seen: set[str] = set()
+        for node in walk(ctx.module):
+            if isinstance(node, (cst.Assign, cst.AnnAssign)) and node.value is not None:
+                for target in [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]:
+                    self._bind(target, node.value)
+            elif isinstance(node, cst.For):
+                name = _loop_over(node)
+                if name and _trains(node.body):
+                    self.trained_names.add(name)
+            elif isinstance(node, (cst.Name, cst.Attribute)) and not self.torch_bn:
+                last = node.value if isinstance(node, cst.Name) else node.attr.value
+                if last not in seen:  # the first reference of each name decides, as the import does
+                    seen.add(last)
+                    self.torch_bn = self.is_torch_bn(node)
 
     def _bind(self, target, value) -> None:
         if isinstance(target, cst.Name):
@@ -437,18 +469,6 @@ class _Facts:
         if isinstance(shape, (cst.Tuple, cst.List)):
             return self.int_of(shape.elements[0].value) if shape.elements else None
         return self.int_of(shape)
-
-    def batched_by_one(self, node, depth: int = 0) -> bool:
-        """A ``tf.data`` pipeline with ``.batch(1)`` in its chain of method calls."""
-        if depth > 8:
-            return False
-        if isinstance(node, cst.Name):
-            return any(self.batched_by_one(v, depth + 1) for v in self.values.get(node.value, []))
-        while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-            if node.func.attr.value == "batch" and node.args and self.int_of(node.args[0].value) == 1:
-                return True
-            node = node.func.value
-        return isinstance(node, cst.Name) and self.batched_by_one(node, depth + 1)
 
 
 def _loop_over(loop: cst.For) -> str | None:

@@ -326,3 +326,78 @@ def test_a_class_of_another_module_that_freezes_its_own_backbone(tmp_path):
     assert [(f["path"], f["line"]) for f in found] == [("train.py", 4), ("train.py", 5)]
     assert "`Encoder.body` (`Encoder()` is defined in models.py:6, with BatchNorm) is frozen at models.py:15" in found[0]["message"]
     assert "`Captioner.cnn`" in found[1]["message"] and "runs under torch.no_grad() at models.py:34" in found[1]["message"]
+
+
+KERAS_BLOCK = """
+    from tensorflow import keras
+
+    class ConvBlock(keras.layers.Layer):
+        def __init__(self, filters):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(filters, 3)
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, x, training=True):
+            return self.bn(self.conv(x), training=training)
+
+    def make_classifier():
+        return keras.Sequential([keras.layers.Dense(32), keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+"""
+
+#: a script that trains the block in a custom step, then runs it on test data: {call}
+KERAS_APP = """
+    import tensorflow as tf
+    from blocks import ConvBlock
+
+    block = ConvBlock(16)
+
+    @tf.function
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(block(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, block.trainable_variables), block.trainable_variables))
+
+    features = {call}
+"""
+
+
+def test_a_keras_model_of_another_module_forced_into_training_mode_at_inference(tmp_path):
+    write(tmp_path, {
+        "blocks.py": KERAS_BLOCK,
+        "predict.py": """
+            from blocks import make_classifier
+
+            model = make_classifier()
+            model.load_weights("weights.h5")
+            probabilities = model(x_test, training=True)
+        """,
+    })
+    [finding] = findings(tmp_path, "predict.py", "--select", "BN004")
+    assert finding["line"] == 5 and "blocks.py:12" in finding["message"]
+
+
+def test_a_training_default_of_a_layer_class_of_another_module_relied_on(tmp_path):
+    """``call(self, x, training=True)`` defined in one module, relied on by a plain call in another."""
+    write(tmp_path, {"blocks.py": KERAS_BLOCK, "app.py": KERAS_APP.format(call="block(test_images)")})
+    [finding] = findings(tmp_path, "app.py", "--select", "BN004")
+    assert finding["line"] == 12 and "blocks.py:3" in finding["message"] and "ConvBlock" in finding["message"]
+
+
+def test_a_training_default_of_another_module_never_relied_on_outside_the_step(tmp_path):
+    write(tmp_path, {"blocks.py": KERAS_BLOCK, "app.py": KERAS_APP.format(call="block(test_images, training=False)")})
+    assert findings(tmp_path, "app.py", "--select", "BN004") == []
+
+
+def test_a_keras_model_of_another_module_fit_on_batches_of_one(tmp_path):
+    write(tmp_path, {
+        "blocks.py": KERAS_BLOCK,
+        "train.py": """
+            from blocks import make_classifier
+
+            model = make_classifier()
+            fit_args = dict(epochs=5, batch_size=1)
+            model.fit(x_train, y_train, **fit_args)
+        """,
+    })
+    [finding] = findings(tmp_path, "train.py", "--select", "BN007")
+    assert finding["line"] == 5 and "blocks.py:12" in finding["message"]

@@ -465,3 +465,16 @@ def test_bn004_unit_tests_exercise_training_mode_on_purpose():
             norm(x, training=True)
     """
     assert check(code, codes=("BN004",))[0] == []
+
+
+def test_extra_batchnorm_models_reach_the_keras_layer_rules():
+    """``extra-batchnorm-models``: a factory the user names builds BatchNormalization for BN004 and BN007 too."""
+    code = """
+from mylib.zoo import build_backbone
+net = build_backbone(depth=50)
+net.fit(x_train, y_train, batch_size=1)
+preds = net(x_test, training=True)
+"""
+    assert check(code, codes=("BN004", "BN007"))[0] == []
+    assert sorted(check(code, codes=("BN004", "BN007"), extra_batchnorm_models=("mylib.zoo.build_backbone",))[0]) == [
+        "BN004", "BN007"]
