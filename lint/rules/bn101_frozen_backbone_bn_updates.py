@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import libcst as cst
+
 from lint.context import FileContext
 from lint.rule import Invalid, Rule, Severity, Violation
 from lint.flow.events import Forward, Freeze
@@ -442,6 +444,15 @@ for x, y in loader:
                     freeze.node,
                     f"`{name}`{part.provenance()} {state}, but {trained} trains in training mode, so its BatchNorm layers "
                     f"keep overwriting running_mean/running_var ({why} stops gradients, not statistics): "
-                    f"after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use "
-                    f"FrozenBatchNorm2d",
+                    f"{_advice(tm.mode_in(part, forward.state).setter('train'))}",
                 )
+
+
+def _advice(setter) -> str:
+    """After an explicit ``.train()``, say to undo it there; a module never put in train() is in training
+    mode because PyTorch builds modules that way."""
+    explicit = isinstance(setter, cst.Call) and isinstance(setter.func, cst.Attribute) and setter.func.attr.value == "train"
+    if explicit:
+        return "after every `.train()`, call `.eval()` on the frozen part or its BatchNorm modules, or use FrozenBatchNorm2d"
+    return ("PyTorch builds modules in training mode, so call `.eval()` on the frozen part or its BatchNorm modules before "
+            "training (and again after any `.train()`), or use FrozenBatchNorm2d")
