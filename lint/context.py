@@ -12,7 +12,7 @@ from lint.names import ImportMap
 if TYPE_CHECKING:
     from lint.config import Settings
     from lint.keras_layers import KerasLayers
-    from lint.keras_models import KerasModels
+    from lint.flow.keras_models import KerasModels
     from lint.flow.walk import Flow
 
 
@@ -34,7 +34,7 @@ class FileContext:
 
     @cached_property
     def keras_models(self) -> "KerasModels":
-        from lint.keras_models import KerasModels
+        from lint.flow.keras_models import KerasModels
 
         return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models)
 

@@ -7,7 +7,8 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
-from lint.keras_models import KerasModels, Model, Unfreeze, is_bn_class
+from lint.flow.keras_models import KerasModels, Model, Unfreeze
+from lint.frameworks.keras import is_bn_class
 from lint.names import ImportMap, keras_name
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
 
