@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import libcst as cst
 
@@ -17,12 +17,22 @@ if TYPE_CHECKING:
 
 
 class FileContext:
-    def __init__(self, path: str, module: cst.Module, settings: "Settings", project: dict | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        module: cst.Module,
+        settings: "Settings",
+        project: dict | None = None,
+        unfrozen_elsewhere: "Callable[[], dict[str, str]] | None" = None,
+    ) -> None:
         self.path = path
         self.module = module
         self.settings = settings
         #: the definitions this file imports from other modules of the project (``lint.flow.project``)
         self.project = project or {}
+        #: names of this module that other modules of the project unfreeze, asked only when needed
+        #: (``lint.flow.project.Project.unfrozen_elsewhere``)
+        self.unfrozen_elsewhere = unfrozen_elsewhere
 
     @property
     def target(self):
@@ -36,7 +46,8 @@ class FileContext:
     def keras_models(self) -> "KerasModels":
         from lint.flow.keras_models import KerasModels
 
-        return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models)
+        return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models, self.project,
+                           self.unfrozen_elsewhere)
 
     @cached_property
     def keras_layers(self) -> "KerasLayers":

@@ -1,14 +1,19 @@
-"""Which values in one file are Keras models with BatchNormalization, and what the file does to them.
+"""Keras model values of one file and what the program does to them (the core's Keras part).
 
-One ordered walk over the file records *events* on model values: frozen, unfrozen (and
-whether BatchNormalization stays frozen), called (with which ``training``), placed in a
-``Sequential``, graph reused through ``.output``. BN001–BN003 are queries over these events.
+One ordered walk over the file records *events* on model values: frozen (all of it, or a slice
+or index of its layers), unfrozen (and whether BatchNormalization stays frozen), re-frozen,
+called (with which ``training``), placed in a ``Sequential``, graph reused through ``.output``.
+BN001-BN003 are queries over these events.
 
-A value is followed through assignments and aliases, ``self.`` attributes shared by a
-class's methods, helper functions of the same file that build and return it,
-``model.layers[i]`` of a ``Sequential`` and ``model.get_layer("name")``. Anything whose
-origin lies in another file (a loaded model, a hub layer) is not a model here: the rules
-prefer silence to a guess.
+A value is followed through assignments and aliases (by value: a name rebound to a new model is a
+new value), ``self.`` attributes shared by a class's methods, helper functions of the same file
+that build and return it, ``model.layers[i]`` and ``model.get_layer("name")``, and models derived
+from it (``Model(base.input, head(base.output))`` holds the base's layers). Across files, through
+the project index (``lint.flow.project``): models and builders with BatchNormalization that another
+module of the project defines (imported, or left by a script this one continues), frozen there or
+not, and the unfreezes other modules apply to this module's models. Anything else whose origin lies
+outside the project (a loaded model, a hub layer) is not a model here: the rules prefer silence to a
+guess.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Model:
     label: str
     has_bn: bool
     layer_name: str | None = None
+    #: where a model built by another module of the project comes from ("models.py:12"), for messages
+    defined_at: str | None = None
     default_name: str | None = None
     children: list["Model"] = field(default_factory=list)
     #: ``Sequential`` layers in order (None for a plain layer); None when the order is unknown
@@ -72,6 +79,15 @@ class LayerOf:
     model: Model
 
 
+@dataclass(eq=False)
+class Builder:
+    """A function or class of another module of the project that builds a Keras model with
+    BatchNormalization (``from yolo3.model import yolo_body``): each call is a new model."""
+
+    name: str
+    definition: object  # lint.flow.project.Definition
+
+
 @dataclass
 class Event:
     model: Model
@@ -82,12 +98,17 @@ class Event:
 
 @dataclass
 class Freeze(Event):
-    pass
+    #: only some of its layers: ``for layer in base.layers[:100]``, ``base.layers[i]`` (not a frozen base)
+    partial: bool = False
+    #: frozen in another module of the project, there ("xception_model.py:40"); ``node`` is its first use here
+    elsewhere: str = ""
 
 
 @dataclass
 class Unfreeze(Event):
     guarded: bool = False  # BatchNormalization kept frozen by the same statement/loop
+    partial: bool = False  # a slice of its layers (``for layer in base.layers[100:]``)
+    layer_of: bool = False  # set on a layer reached through it (``model.layers[2].trainable = True``)
     loop: cst.For | None = None
     loop_var: str | None = None
 
@@ -146,6 +167,7 @@ class _Loop:
     var: str
     node: cst.For
     recursive: bool
+    sliced: bool = False  # over a slice of the layers (``base.layers[:100]``)
     bn_skipped: bool = False  # an ``if <is BN>: continue`` came earlier in the body
 
 
@@ -164,6 +186,10 @@ class KerasModels:
         #: the definitions this file imports from other modules of the project (``lint.flow.project``)
         self.project = project or {}
         self._unfrozen_elsewhere = unfrozen_elsewhere
+        self._module = module
+        self._imported: dict[str, object] = {}
+        self._stack: list[cst.FunctionDef] = []  # the functions being walked, innermost last
+        self._calls: dict[str, list[cst.Call]] | None = None
         self.extra_factories = tuple(extra_factories)
         self.events: list[Event] = []
         self._seq = 0
@@ -193,7 +219,8 @@ class KerasModels:
         return value if isinstance(value, Model) else None
 
     def is_frozen(self, model: Model) -> bool:
-        return any(e.model is model for e in self.of(Freeze))
+        """The model itself (all of its layers) was frozen: a slice of layers frozen is fine-tuning of the rest."""
+        return any(e.model is model and not e.partial for e in self.of(Freeze))
 
     def is_unfrozen(self, model: Model) -> bool:
         """Something in this file sets the model, a model that contains it, or layers of one, trainable again."""
@@ -231,6 +258,8 @@ class KerasModels:
         """
         unfrozen = set(event.model.lineage())
         for f in self.of(Freeze) + self.of(Refreeze):
+            if event.partial and isinstance(f, Freeze) and f.partial:
+                continue  # ``layers[:20]`` frozen, ``layers[20:]`` trainable: nothing frozen is unfrozen
             related = f.model in unfrozen or event.model in set(f.model.lineage())
             if related and (f.scope != event.scope or f.seq < event.seq):
                 return True
@@ -278,7 +307,11 @@ class KerasModels:
             return self._summaries.get(key)
         self._walked.add(key)
         scope = self._new_scope(self.module_scope, None)
-        self._block(_body(fn.body), scope, None)
+        self._stack.append(fn)
+        try:
+            self._block(_body(fn.body), scope, None)
+        finally:
+            self._stack.pop()
         result = next((r for r in scope.returns if isinstance(r, Model)), None)
         if result is None and scope.saw_bn_layer and scope.returns:
             result = Model(label=f"{fn.name.value}()", has_bn=True)
@@ -319,6 +352,8 @@ class KerasModels:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
                 self._small(small, stmt, scope, loop, guards)
+        elif isinstance(stmt, cst.BaseSmallStatement):  # the body of ``for i in range(n): x.trainable = False``
+            self._small(stmt, stmt, scope, loop, guards)
         elif isinstance(stmt, cst.For):
             self._for(stmt, scope, loop, guards)
         elif isinstance(stmt, cst.If):
@@ -382,16 +417,20 @@ class KerasModels:
     def _trainable(self, owner, value, line, scope: _Scope, loop: _Loop | None, guards: tuple) -> None:
         """``X.trainable = ...``: a freeze, an unfreeze, or a BatchNormalization re-freeze."""
         literal = value.value if isinstance(value, cst.Name) and value.value in ("True", "False") else None
+        if literal is None and isinstance(value, cst.Name):
+            literal = self._unoverridden_default(value.value)  # ``base.trainable = trainable`` (default False)
         bn_aware = any(guards) or (loop is not None and loop.bn_skipped) or self._mentions_bn_check(value)
         in_loop = loop is not None and dotted(owner) == loop.var
-        target = loop.model if in_loop else self._model_of(owner, scope)
-        if target is None:
+        part = None if in_loop else self._eval(owner, scope, record=False)
+        target = loop.model if in_loop else part.model if isinstance(part, LayerOf) else part
+        if not isinstance(target, Model):
             return
+        partial = (in_loop and loop.sliced) or isinstance(part, LayerOf)
         if literal == "False":
             if in_loop and bn_aware:
                 self._record(Refreeze, target, line, scope, recursive=loop.recursive)
             else:
-                self._record(Freeze, target, line, scope)
+                self._record(Freeze, target, line, scope, partial=partial)
         elif literal == "True" or (literal is None and bn_aware):
             if in_loop and literal is None:  # trainable = not isinstance(layer, BatchNormalization)
                 self._record(Refreeze, target, line, scope, recursive=loop.recursive)
@@ -401,6 +440,8 @@ class KerasModels:
                 line,
                 scope,
                 guarded=bn_aware,
+                partial=in_loop and loop.sliced,
+                layer_of=isinstance(part, LayerOf),
                 loop=loop.node if in_loop else None,
                 loop_var=loop.var if in_loop else None,
             )
@@ -410,7 +451,7 @@ class KerasModels:
         var = _loop_var(stmt.target)
         if layers is not None and var is not None:
             model, recursive = layers
-            inner = _Loop(model=model, var=var, node=stmt, recursive=recursive)
+            inner = _Loop(model=model, var=var, node=stmt, recursive=recursive, sliced=_sliced(stmt.iter))
             self._block(_body(stmt.body), scope, inner, ())
         else:
             self._eval(stmt.iter, scope)
@@ -446,6 +487,8 @@ class KerasModels:
             path = dotted(node)
             if path is not None:
                 found = scope.lookup(path)
+                if found is None and path in self.project:
+                    found = self._imported_model(path, node)
                 if found is not None:
                     self._values[id(node)] = found
                     return found
@@ -487,6 +530,17 @@ class KerasModels:
         qualname = self.imports.qualname(func) if isinstance(func, (cst.Name, cst.Attribute)) else None
         callee = self._eval(func, scope, record)
         args = list(node.args)
+
+        if isinstance(callee, Builder):
+            if record:
+                for arg in args:
+                    self._eval(arg.value, scope, record)
+            d = callee.definition
+            built = Model(label=f"{callee.name}()", has_bn=True, defined_at=d.where,
+                          layer_name=_string_arg(args, "name", positional=False))
+            if d.frozen_at:
+                self._record_elsewhere(built, node, d.frozen_at)
+            return built
 
         if isinstance(callee, Model):
             if record:
@@ -544,6 +598,58 @@ class KerasModels:
                 return result
         return None
 
+    def _imported_model(self, name: str, node: cst.CSTNode):
+        """A Keras model (or builder of one) with BatchNormalization that another module of the project
+        defines, by the name this file uses for it: one value per name. A module-level model frozen
+        there gets its freeze recorded at its first use here (the evidence names the other file)."""
+        if name in self._imported:
+            return self._imported[name]
+        d = self.project[name]
+        value = None
+        if getattr(d, "framework", "") == "keras" and d.is_model and d.has_bn:
+            if d.kind == "variable":
+                value = Model(label=name, has_bn=True, defined_at=d.where)
+                if d.frozen_at:
+                    self._record_elsewhere(value, node, d.frozen_at)
+            else:
+                value = Builder(name, d)
+        self._imported[name] = value
+        return value
+
+    def _record_elsewhere(self, model: Model, node: cst.CSTNode, where: str) -> None:
+        # Scope 0 is no scope of this file: another module froze it before anything here runs.
+        self._seq += 1
+        self.events.append(Freeze(model=model, node=node, scope=0, seq=self._seq, elsewhere=where))
+
+    def _unoverridden_default(self, name: str) -> str | None:
+        """"True"/"False": ``name`` is a parameter of the function being walked whose default is that
+        literal and that no call in this file passes (``def build(trainable=False): base.trainable = trainable``)."""
+        fn = self._stack[-1] if self._stack else None
+        if fn is None:
+            return None
+        params = list(fn.params.params)
+        for index, param in enumerate(params + list(fn.params.kwonly_params)):
+            default = param.default
+            if param.name.value != name or not (isinstance(default, cst.Name) and default.value in ("True", "False")):
+                continue
+            for call in self._calls_of(fn.name.value):
+                positional = [a for a in call.args if a.keyword is None]
+                if any(a.star for a in call.args) or (index < len(params) and len(positional) > index):
+                    return None
+                if any(a.keyword is not None and a.keyword.value == name for a in call.args):
+                    return None
+            return default.value
+        return None
+
+    def _calls_of(self, function: str) -> list[cst.Call]:
+        if self._calls is None:
+            self._calls = {}
+            for n in walk(self._module):
+                if isinstance(n, cst.Call) and isinstance(n.func, (cst.Name, cst.Attribute)):
+                    last = n.func.value if isinstance(n.func, cst.Name) else n.func.attr.value
+                    self._calls.setdefault(last, []).append(n)
+        return self._calls.get(function, [])
+
     def _sequential(self, args, scope: _Scope, node) -> Model:
         model = Model(label="Sequential", has_bn=False, elements=[],
                       layer_name=_string_arg(args, "name", positional=False))
@@ -583,6 +689,13 @@ class KerasModels:
 
 
 # -- small helpers -------------------------------------------------------------------------
+
+
+def _sliced(node) -> bool:
+    """``m.layers[:100]`` (also inside ``enumerate(...)``): a slice of the layers, not all of them."""
+    while isinstance(node, cst.Call) and node.args:
+        node = node.args[0].value
+    return isinstance(node, cst.Subscript) and any(isinstance(e.slice, cst.Slice) for e in node.slice)
 
 
 def _walk_statements(body, in_class: bool = False) -> Iterator[tuple[cst.CSTNode, bool]]:

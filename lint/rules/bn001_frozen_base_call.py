@@ -82,6 +82,8 @@ class FrozenBaseWithoutTrainingFalse(Rule):
     code = "BN001"
     name = "frozen-batchnorm-base-call"
     severity = Severity.WARNING
+    project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
+    framework = "keras"
     summary = "Frozen BatchNormalization base used without `training=False`"
     prefilter = ((assignment("trainable", "False"),), BN_MODEL_TOKENS)
     fixable = True
@@ -138,6 +140,27 @@ base = keras.applications.ResNet50V2(include_top=False)
 base.trainable = False
 print("features:", base.output.shape)
 x = base(keras.Input((224, 224, 3)), training=False)
+""",
+        # the name is rebound to a new base before the unfreeze: the first base is never unfrozen
+        """
+import keras
+base_model = keras.applications.ResNet50V2(include_top=False)
+base_model.trainable = False
+features = base_model(keras.Input((224, 224, 3)))
+base_model = keras.applications.EfficientNetB0(include_top=False)
+base_model.trainable = False
+inputs = keras.Input((224, 224, 3))
+model = keras.Model(inputs, keras.layers.Dense(10)(base_model(inputs, training=False)))
+base_model.trainable = True
+""",
+        # trainable, with only its first 100 layers frozen: not a frozen base (plain fine-tuning)
+        """
+import keras
+base = keras.applications.EfficientNetB0(include_top=False)
+base.trainable = True
+for layer in base.layers[:100]:
+    layer.trainable = False
+head = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(base.output))
 """,
         # a training argument passed through from an enclosing call() is the caller's decision
         """

@@ -60,6 +60,8 @@ class FrozenBaseInSequential(Rule):
     code = "BN002"
     name = "frozen-batchnorm-base-in-sequential"
     severity = Severity.WARNING
+    project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
+    framework = "keras"
     summary = "Frozen BatchNormalization base inside `Sequential`"
     prefilter = ((assignment("trainable", "False"),), ("Sequential", ".add("), BN_MODEL_TOKENS)
 
