@@ -24,12 +24,10 @@ from typing import Callable, Iterable, Iterator
 
 import libcst as cst
 
-from lint.frameworks.keras import BN_NAMES, is_bn_application, is_bn_class
+from lint.frameworks.keras import BN_NAME_TEXT, BN_NAMES, GRAPH_ATTRS, RECURSIVE_LAYER_ITERS, is_bn_application, is_bn_class
 from lint.names import ImportMap, dotted, keras_name
 from lint.nodes import children, names, walk
 
-_GRAPH_ATTRS = frozenset({"output", "outputs", "input", "inputs"})
-_RECURSIVE_LAYER_ITERS = frozenset({"submodules", "_flatten_layers"})
 
 
 def _is_keras(qualname: str | None, *names: str) -> bool:
@@ -464,7 +462,7 @@ class KerasModels:
         if isinstance(node, cst.Call):
             if dotted(node.func) in ("enumerate", "reversed", "list") and node.args:
                 return self._layers_iter(node.args[0].value, scope)
-            if isinstance(node.func, cst.Attribute) and node.func.attr.value in _RECURSIVE_LAYER_ITERS:
+            if isinstance(node.func, cst.Attribute) and node.func.attr.value in RECURSIVE_LAYER_ITERS:
                 model = self._model_of(node.func.value, scope)
                 return (model, True) if model else None
             return None
@@ -494,7 +492,7 @@ class KerasModels:
                     return found
             if isinstance(node, cst.Attribute):
                 owner = self._eval(node.value, scope, record)
-                if isinstance(owner, (Model, LayerOf)) and node.attr.value in _GRAPH_ATTRS and record:
+                if isinstance(owner, (Model, LayerOf)) and node.attr.value in GRAPH_ATTRS and record:
                     model = owner.model if isinstance(owner, LayerOf) else owner
                     self._record(GraphReuse, model, node, scope, attr=node.attr.value)
                     # A model built on this graph (``Model(base.input, head(base.output))``) holds its layers.
@@ -683,7 +681,7 @@ class KerasModels:
         if self._mentions_bn(node):
             return True
         for n in walk(node):
-            if isinstance(n, cst.SimpleString) and re.search(r"batch_?norm|\bbn\b", n.value, re.IGNORECASE):
+            if isinstance(n, cst.SimpleString) and BN_NAME_TEXT.search(n.value):
                 return True
         return False
 

@@ -25,9 +25,6 @@ from pathlib import Path
 from lint.frameworks import keras as kk
 from lint.frameworks import torch as pt
 from lint.frameworks.keras import keras_name
-from lint.frameworks.keras import frozen_name as kk_frozen_name
-from lint.frameworks.keras import freeze_line as _keras_freeze_line
-from lint.frameworks.keras import unfreezes as kk_unfreezes
 
 _MAX_DEPTH = 6  # re-export chains followed this far
 _MAX_SCANNED = 20_000  # Python files looked at for unfreezes of a module's models (a huge tree: the first ones)
@@ -55,7 +52,8 @@ class Definition:
     #: runs ``.backward()`` (itself or through functions of its module) — ``engine.train(model, ...)``
     params: tuple[str, ...] = ()
     trains: tuple[str, ...] = ()
-    #: a module-level model ("variable"): where a module of the project froze its parameters
+    #: a module-level model ("variable"): where a module of the project froze its parameters (PyTorch) or set
+    #: it untrainable (Keras); a Keras builder function or class: where its body sets ``trainable = False``
     frozen_at: str = ""
 
 
@@ -178,8 +176,10 @@ class Project:
         of the project sets trainable again without keeping BatchNormalization frozen, with where
         (``{"base_model": "fine_tune.py:5"}``): a script that imports them, or one that continues this one.
 
-        The other modules are the Python files under the run's folders that assign ``trainable = True``;
-        they are read once per process, only when a rule asks (a base frozen, never unfrozen in its file)."""
+        The other modules are the Python files under the working directory and the run's folders (virtualenvs,
+        hidden and build folders left out) that assign ``trainable = True``; they are read once per process,
+        only when a rule asks (a base frozen and never unfrozen in its own file). In pre-commit mode that
+        finds a fine-tuning script that did not change."""
         path = _absolute(path)
         found: dict[str, str] = {}
         for other, tree in self._unfreezers():
@@ -191,7 +191,7 @@ class Project:
             names.update(self._names_from(other, tree, path))
             if not names:
                 continue
-            for local, line in kk_unfreezes(tree):
+            for local, line in kk.unfreezes(tree):
                 if local in names:
                     found.setdefault(names[local], f"{self._display(other)}:{line}")
         return found
@@ -212,9 +212,12 @@ class Project:
         if self._unfreezing is None:
             self._unfreezing = []
             seen = 0
-            for root in dict.fromkeys(self._roots[1:] or self._roots):
+            roots = list(dict.fromkeys(self._roots))  # the working directory (the project root) and the run's folders
+            roots = [r for r in roots if not any(o != r and r.is_relative_to(o) for o in roots)]
+            for root in roots:
                 for folder, dirs, files in os.walk(root):
-                    dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS]
+                    dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS
+                               and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))]
                     for name in files:
                         if not name.endswith(".py"):
                             continue
@@ -409,7 +412,7 @@ class _Summarizer:
         for node in defs:
             definition = self.summary.definitions[node.name]
             if definition.framework == "keras" and definition.is_model and not definition.frozen_at:
-                line = _keras_freeze_line(node)
+                line = kk.freeze_line(node)
                 if line:  # a builder that freezes (part of) what it builds
                     self.summary.definitions[node.name] = replace(definition, frozen_at=f"{self.display}:{line}")
         self.variables(tree, local)
@@ -445,7 +448,7 @@ class _Summarizer:
                     self.summary.definitions[name] = Definition(
                         name, "variable", framework, True, True if bn else None, dropout, f"{self.display}:{node.lineno}")
         for node in tree.body:
-            name = _frozen_name(node) or kk_frozen_name(node)
+            name = _frozen_name(node) or kk.frozen_name(node)
             if name is None:
                 continue
             definition = self.summary.definitions.get(name) or self.project.imported_definition(self.summary, name)

@@ -1,10 +1,14 @@
 """Keras knowledge, in one place: which constructors build BatchNormalization (or Dropout),
 what a custom training step looks like.
 
-The analyses (``lint.flow``, ``lint.keras_models``, ``lint.keras_layers``) ask these questions.
+The analyses (``lint.flow``, ``lint.flow.keras_models``, ``lint.keras_layers``) ask these questions;
+the project index (``lint.flow.project``) asks the freeze and unfreeze ones of other modules' ``ast``.
 """
 
 from __future__ import annotations
+
+import ast as _ast
+import re as _re
 
 # Module prefixes under which the Keras API is reachable; all map to ``keras.``.
 _KERAS_PREFIXES = (
@@ -112,14 +116,18 @@ def applies_gradients(call_name: str) -> bool:
     return call_name in APPLY_GRADIENTS
 
 
-# -- freezes and unfreezes as another module of the project sees them (``ast``, for the project index) --
+#: Attributes through which a model's graph is reused (``Model(base.input, head(base.output))``).
+GRAPH_ATTRS = frozenset({"output", "outputs", "input", "inputs"})
+#: Layer iterations that reach nested layers too (``model.layers`` is shallow).
+RECURSIVE_LAYER_ITERS = frozenset({"submodules", "_flatten_layers"})
+#: A string naming BatchNormalization layers: ``if "bn" in layer.name``, ``"batch_normalization"``.
+BN_NAME_TEXT = _re.compile(r"batch_?norm|\bbn\b", _re.IGNORECASE)
 
-import ast as _ast
-import re as _re
+
+# -- freezes and unfreezes as another module of the project sees them (``ast``, for the project index) --
 
 #: A file that may set a Keras model (or its layers) trainable again: ``X.trainable = True``.
 UNFREEZE_TEXT = _re.compile(rb"\.trainable\s*=\s*True\b")
-_BN_TEXT = _re.compile(r"batch_?norm|\bbn\b", _re.IGNORECASE)
 
 
 def _root(node) -> str | None:
@@ -149,7 +157,7 @@ def _mentions_bn(node) -> bool:
     for n in _ast.walk(node):
         if isinstance(n, _ast.Name) and n.id in BN_CLASSES or isinstance(n, _ast.Attribute) and n.attr in BN_CLASSES:
             return True
-        if isinstance(n, _ast.Constant) and isinstance(n.value, str) and _BN_TEXT.search(n.value):
+        if isinstance(n, _ast.Constant) and isinstance(n.value, str) and BN_NAME_TEXT.search(n.value):
             return True
     return False
 

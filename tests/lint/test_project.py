@@ -385,3 +385,20 @@ def test_keras_look_alikes_across_modules_stay_quiet(tmp_path):
         "a/next.py": "base.trainable = True\n",
     })
     assert findings(tmp_path, ".", "--select", "BN001,BN002,BN003") == []
+
+
+def test_pre_commit_on_a_builder_in_a_package_finds_the_unchanged_fine_tuning_script(tmp_path):
+    write(tmp_path, {
+        "src/__init__.py": "",
+        "src/models.py": KERAS_BUILDER,
+        "scripts/fine_tune.py": """
+            from src.models import build_classifier
+            model = build_classifier()
+            for layer in model.layers[-30:]:
+                layer.trainable = True
+            model.fit(train_ds)
+            """,
+        ".venv/lib/copy.py": "from src.models import build_classifier\nbuild_classifier().trainable = True\n",
+    })
+    [finding] = findings(tmp_path, "src/models.py", "--select", "BN001")
+    assert finding["message"].endswith("(the base is unfrozen at scripts/fine_tune.py:4)")
