@@ -6,7 +6,8 @@ called (with which ``training``), placed in a ``Sequential``, graph reused throu
 BN001-BN003 are queries over these events.
 
 A value is followed through assignments and aliases (by value: a name rebound to a new model is a
-new value), ``self.`` attributes shared by a class's methods, helper functions of the same file
+new value; where the two paths of an ``if``/``else`` or ``A if c else B`` meet with different models
+bound to one name, it is ``Either`` of them and what follows applies to each: may, not must), ``self.`` attributes shared by a class's methods, helper functions of the same file
 that build and return it, ``model.layers[i]`` and ``model.get_layer("name")``, and models derived
 from it (``Model(base.input, head(base.output))`` holds the base's layers). Across files, through
 the project index (``lint.flow.project``): models and builders with BatchNormalization that another
@@ -75,6 +76,32 @@ class LayerOf:
     """A layer (or an unknown slice of layers) inside a model's graph."""
 
     model: Model
+
+
+@dataclass(frozen=True, eq=False)
+class Either:
+    """Where two paths meet with different models bound to one name (``if pretrained: base = A()
+    else: base = B()``): the name may denote any of them, and what is done to it may be done to each."""
+
+    options: tuple
+
+
+def either(a, b):
+    """The join of two values bound to one name on two paths."""
+    if a is b or b is None:
+        return a
+    if a is None:
+        return b
+    options = []
+    for value in (a, b):
+        for option in value.options if isinstance(value, Either) else (value,):
+            if not any(option is o for o in options):
+                options.append(option)
+    return options[0] if len(options) == 1 else Either(tuple(options))
+
+
+def options_of(value) -> tuple:
+    return value.options if isinstance(value, Either) else (value,)
 
 
 @dataclass(eq=False)
@@ -150,6 +177,25 @@ class _Scope:
                 return scope.vars[path]
             scope = scope.parent
         return None
+
+    def snapshot(self) -> tuple[dict, dict | None]:
+        return dict(self.vars), (dict(self.self_env) if self.self_env is not None else None)
+
+    def restore(self, saved: tuple[dict, dict | None]) -> None:
+        self.vars.clear()
+        self.vars.update(saved[0])
+        if self.self_env is not None and saved[1] is not None:
+            self.self_env.clear()
+            self.self_env.update(saved[1])
+
+    def join(self, other: tuple[dict, dict | None]) -> None:
+        """The other path meets this one: a name bound to different values on the two may denote
+        either (a name bound on one path only keeps that binding: it may be bound)."""
+        for mine, theirs in ((self.vars, other[0]), (self.self_env, other[1])):
+            if mine is None or theirs is None:
+                continue
+            for key in mine.keys() | theirs.keys():
+                mine[key] = either(mine.get(key), theirs.get(key))
 
     def bind(self, path: str, value: object) -> None:
         env = self.self_env if path.startswith("self.") and self.self_env is not None else self.vars
@@ -359,9 +405,13 @@ class KerasModels:
             bn_test = self._mentions_bn_check(stmt.test)
             if loop is not None and bn_test and _only_continue(stmt.body):
                 loop.bn_skipped = True
+            before = scope.snapshot()
             self._block(_body(stmt.body), scope, loop, guards + ((bn_test),))
+            after_body = scope.snapshot()
+            scope.restore(before)
             if stmt.orelse is not None:
                 self._statement(stmt.orelse, scope, loop, guards + ((bn_test),))
+            scope.join(after_body)
         elif isinstance(stmt, cst.Else):
             self._block(_body(stmt.body), scope, loop, guards)
         elif isinstance(stmt, (cst.While, cst.With)):
@@ -419,10 +469,14 @@ class KerasModels:
             literal = self._unoverridden_default(value.value)  # ``base.trainable = trainable`` (default False)
         bn_aware = any(guards) or (loop is not None and loop.bn_skipped) or self._mentions_bn_check(value)
         in_loop = loop is not None and dotted(owner) == loop.var
-        part = None if in_loop else self._eval(owner, scope, record=False)
-        target = loop.model if in_loop else part.model if isinstance(part, LayerOf) else part
-        if not isinstance(target, Model):
-            return
+        parts = (None,) if in_loop else options_of(self._eval(owner, scope, record=False))
+        for part in parts:  # each model the name may denote on the paths that meet here
+            target = loop.model if in_loop else part.model if isinstance(part, LayerOf) else part
+            if isinstance(target, Model):
+                self._set_trainable(target, part, literal, bn_aware, in_loop, line, scope, loop)
+
+    def _set_trainable(self, target: Model, part, literal, bn_aware: bool, in_loop: bool, line, scope: _Scope,
+                       loop: _Loop | None) -> None:
         partial = (in_loop and loop.sliced) or isinstance(part, LayerOf)
         if literal == "False":
             if in_loop and bn_aware:
@@ -492,29 +546,39 @@ class KerasModels:
                     return found
             if isinstance(node, cst.Attribute):
                 owner = self._eval(node.value, scope, record)
-                if isinstance(owner, (Model, LayerOf)) and node.attr.value in GRAPH_ATTRS and record:
-                    model = owner.model if isinstance(owner, LayerOf) else owner
-                    self._record(GraphReuse, model, node, scope, attr=node.attr.value)
-                    # A model built on this graph (``Model(base.input, head(base.output))``) holds its layers.
-                    scope.called.append(model)
+                for option in options_of(owner):
+                    if isinstance(option, (Model, LayerOf)) and node.attr.value in GRAPH_ATTRS and record:
+                        model = option.model if isinstance(option, LayerOf) else option
+                        self._record(GraphReuse, model, node, scope, attr=node.attr.value)
+                        # A model built on this graph (``Model(base.input, head(base.output))``) holds its layers.
+                        scope.called.append(model)
             return None
         if isinstance(node, cst.Call):
             return self._call(node, scope, record)
+        if isinstance(node, cst.IfExp):  # ``A() if small else B()``: either
+            self._eval(node.test, scope, record)
+            return either(self._eval(node.body, scope, record), self._eval(node.orelse, scope, record))
         if isinstance(node, cst.Subscript):
             owner = node.value
             if isinstance(owner, cst.Attribute) and owner.attr.value == "layers":
-                model = self._eval(owner.value, scope, record)
-                if not isinstance(model, Model):
-                    return None
-                index, elements = _int_index(node), model.elements
-                if index is not None and elements and -len(elements) <= index < len(elements):
-                    return elements[index] or LayerOf(model)
-                return LayerOf(model)
+                found = None
+                for model in options_of(self._eval(owner.value, scope, record)):
+                    if isinstance(model, Model):
+                        found = either(found, self._layer(model, _int_index(node)))
+                return found
             self._eval(owner, scope, record)
             return None
         if record:
             self._visit_children(node, scope)
         return None
+
+    @staticmethod
+    def _layer(model: Model, index: int | None):
+        """``model.layers[index]``: the element of a ``Sequential`` where known, else a layer of the model."""
+        elements = model.elements
+        if index is not None and elements and -len(elements) <= index < len(elements):
+            return elements[index] or LayerOf(model)
+        return LayerOf(model)
 
     def _visit_children(self, node: cst.CSTNode, scope: _Scope) -> None:
         for child in children(node):
@@ -540,12 +604,14 @@ class KerasModels:
                 self._record_elsewhere(built, node, d.frozen_at)
             return built
 
-        if isinstance(callee, Model):
+        if isinstance(callee, (Model, Either)):
             if record:
                 for arg in args:
                     self._eval(arg.value, scope, record)
-                self._record(Call, callee, node, scope, training=_training_arg(args))
-                scope.called.append(callee)
+                for option in options_of(callee):
+                    if isinstance(option, Model):
+                        self._record(Call, option, node, scope, training=_training_arg(args))
+                        scope.called.append(option)
             return None
 
         if isinstance(func, cst.Attribute) and func.attr.value in ("add", "get_layer"):
@@ -556,10 +622,11 @@ class KerasModels:
                     return (owner.named(name) if name else None) or LayerOf(owner)
                 if record and args:
                     added = self._eval(args[0].value, scope, record)
-                    if isinstance(added, Model) and owner not in set(added.lineage()):
-                        owner.children.append(added)
-                        self._record(Placement, added, args[0].value, scope)
-                    elif self._is_bn_layer_call(args[0].value):
+                    placed = [o for o in options_of(added) if isinstance(o, Model) and owner not in set(o.lineage())]
+                    for option in placed:
+                        owner.children.append(option)
+                        self._record(Placement, option, args[0].value, scope)
+                    if not placed and self._is_bn_layer_call(args[0].value):
                         owner.has_bn = True
                     if owner.elements is not None:
                         owner.elements.append(added if isinstance(added, Model) else None)
@@ -659,10 +726,11 @@ class KerasModels:
                 ):
                     continue  # ``model.layers`` does not list the input layer
                 value = self._eval(element.value, scope, record=False)
-                if isinstance(value, Model):
-                    model.children.append(value)
-                    self._record(Placement, value, element.value, scope)
-                elif self._is_bn_layer_call(element.value):
+                placed = [o for o in options_of(value) if isinstance(o, Model)]
+                for option in placed:
+                    model.children.append(option)
+                    self._record(Placement, option, element.value, scope)
+                if not placed and self._is_bn_layer_call(element.value):
                     model.has_bn = True
                 model.elements.append(value if isinstance(value, Model) else None)
         elif layers is not None:

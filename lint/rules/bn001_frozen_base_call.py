@@ -372,23 +372,28 @@ model.trainable = True
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         models = ctx.keras_models
+        seen: set[int] = set()  # a name that may denote two bases (bound on two paths) is reported once
         for event in models.of(Call):
+            if id(event.node) in seen:
+                continue
             if event.training == "absent" and _on_concrete_batch(ctx, event.node):
                 continue  # an eager call on one real batch runs in inference mode (e.g. to print shapes)
             if event.training in ("absent", "true") and event.model.contains_bn() and models.is_frozen(event.model):
                 note = unfrozen_note(models, event.model, ctx.settings)
                 if note is not None:
+                    seen.add(id(event.node))
                     yield self._call(ctx, event, note)
         reuses = models.of(GraphReuse)
         looked_at = _shape_reads(ctx.module) if reuses else set()
         for event in reuses:
-            if id(event.node) in looked_at:
+            if id(event.node) in looked_at or id(event.node) in seen:
                 continue  # ``print(base.output.shape)`` looks at the graph, it does not build on it
             if event.attr.startswith("output") and event.model.contains_bn() and models.is_frozen(event.model):
                 note = unfrozen_note(models, event.model, ctx.settings)
                 if note is None:
                     continue
                 owner = ctx.code(event.node.value)
+                seen.add(id(event.node))
                 yield Violation(
                     event.node,
                     f"{note[0]}the graph of frozen {event.model.label} base `{owner}` "

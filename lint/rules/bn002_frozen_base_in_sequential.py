@@ -150,11 +150,13 @@ model.trainable = True
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         models = ctx.keras_models
+        seen: set[int] = set()  # a name that may denote two bases (bound on two paths) is reported once
         for event in models.of(Placement):
-            if not (event.model.contains_bn() and models.is_frozen(event.model)):
+            if id(event.node) in seen or not (event.model.contains_bn() and models.is_frozen(event.model)):
                 continue
             note = unfrozen_note(models, event.model, ctx.settings)
             if note is not None:
+                seen.add(id(event.node))
                 yield Violation(
                     event.node,
                     f"{note[0]}frozen {event.model.label} base "

@@ -289,3 +289,44 @@ def test_an_unfreeze_that_keeps_batchnorm_frozen_leaves_the_base_latent():
     assert check(guarded, codes=("BN001",))[0] == []
     assert check(refrozen, codes=("BN001",))[0] == []
     assert check(guarded, codes=("BN001",), latent=True)[0] == ["BN001"]
+
+
+def test_a_name_bound_on_two_paths_may_denote_either_base():
+    # issue 11 cause 1: values are joined where paths meet, not overwritten by the last branch walked
+    code = """
+import keras
+if big:
+    base = keras.applications.ResNet101(include_top=False)
+else:
+    base = keras.applications.MobileNetV2(include_top=False)
+base.trainable = False
+model = keras.Sequential([base, keras.layers.Dense(2)])
+x = base(keras.Input((224, 224, 3)))
+base.trainable = True
+"""
+    _, _, result = check(code)
+    assert [v[4] for v in result.violations] == ["BN002", "BN001", "BN003"]  # each once, not once per base
+    # the last branch walked binds a base without BatchNormalization: the first one is still followed
+    vgg_else = code.replace("keras.applications.MobileNetV2", "keras.applications.VGG16")
+    assert check(vgg_else)[0] == ["BN002", "BN001", "BN003"]
+    # a base bound on one path only may be bound: still followed
+    one_path = code.replace("else:\n    base = keras.applications.MobileNetV2(include_top=False)\n", "")
+    assert check(one_path)[0] == ["BN002", "BN001", "BN003"]
+
+
+def test_layers_of_a_model_built_on_either_path():
+    code = """
+import keras
+def build(small):
+    base = keras.applications.MobileNetV2(include_top=False) if small else keras.applications.ResNet50(include_top=False)
+    base.trainable = False
+    inputs = keras.Input((224, 224, 3))
+    return keras.Model(inputs, keras.layers.Dense(2)(base(inputs, training=False)))
+if tiny:
+    model = build(True)
+else:
+    model = keras.Sequential([keras.layers.Dense(2)])
+for i in range(len(model.layers)):
+    model.layers[i].trainable = True
+"""
+    assert check(code, codes=("BN003",))[0] == ["BN003"]
