@@ -20,10 +20,19 @@ class BatchNormUnfrozenForFineTuning(Rule):
     fine-tuning (`base.trainable = True`, or a loop such as
     `for layer in base.layers[-20:]: layer.trainable = True`) without keeping them frozen:
     no `if not isinstance(layer, BatchNormalization)` guard in the loop and no later loop that
-    sets `trainable = False` on each BatchNormalization layer. Only a base that this file froze
+    sets `trainable = False` on each BatchNormalization layer. Only a base that was frozen
     first (the base, a model around it or its layers, before in the same function or anywhere in
     another) counts: `trainable = True` on a base nothing froze changes nothing, its
-    BatchNormalization layers were training all along (ordinary full training).
+    BatchNormalization layers were training all along (ordinary full training). Freezing a slice
+    of the layers (`base.layers[:100]`) and unfreezing another (`base.layers[100:]`) unfreezes
+    nothing that was frozen either.
+
+    The base may come from another module of the project: a model or builder with
+    BatchNormalization imported from it (`from yolo3.model import yolo_body`), or the names of a
+    script this one continues (a course task split into `feature_extraction.py` and
+    `fine_tuning.py`); a freeze there counts, and the message names both (`built in
+    feature_extraction.py:2, frozen at feature_extraction.py:5`). A base fetched back from a
+    derived model's layers (`model.layers[2].trainable = True`) is followed too.
 
     ## Why is this bad?
     A trainable BatchNormalization layer normalizes with the statistics of each training
