@@ -18,3 +18,10 @@ def modeltrans_resnet():
 
 
 model3 = modeltrans_resnet()
+model3.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+# model3.fit(train_images, train_labels, epochs=5)
+
+# Fine-tuning: from here on the base's BatchNormalization layers follow the Sequential's training flag.
+res_net.trainable = True
+model3.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy", metrics=["accuracy"])
+# model3.fit(train_images, train_labels, epochs=2)

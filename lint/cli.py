@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="apply excludes to files given explicitly too (for pre-commit)")
     p.add_argument("--target-keras", help="Keras version the messages are for (default: the installed keras)")
     p.add_argument("--extra-batchnorm-models", help="comma-separated factories that return models with BatchNormalization")
+    p.add_argument("--latent", action=argparse.BooleanOptionalAction, default=None,
+                   help="BN001/BN002 also for frozen bases nothing in the project unfreezes (feature extraction)")
     p.add_argument("--fix", action="store_true", help="apply the safe fixes in place")
     p.add_argument("--diff", action="store_true", help="print the fixes as a unified diff and write nothing")
     p.add_argument("--exit-zero", action="store_true", help="exit with 0 even when there are findings")
@@ -109,6 +111,8 @@ def _settings(args) -> Settings:
         flags["force-exclude"] = args.force_exclude
     if args.timeout is not None:
         flags["timeout"] = args.timeout
+    if args.latent is not None:
+        flags["latent"] = args.latent
     return apply(settings, flags, "command line")
 
 

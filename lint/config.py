@@ -23,7 +23,7 @@ DEFAULT_EXCLUDE = (
 
 _KEYS = {
     "select", "ignore", "extend-select", "per-file-ignores", "exclude", "extend-exclude",
-    "force-exclude", "extra-batchnorm-models", "target-keras", "timeout",
+    "force-exclude", "extra-batchnorm-models", "target-keras", "timeout", "latent",
 }
 
 
@@ -82,6 +82,8 @@ class Settings:
     extra_batchnorm_models: tuple[str, ...] = ()
     target_keras: KerasTarget = field(default_factory=KerasTarget.installed)
     timeout: float = 20.0  # seconds per file, on top of a size allowance (see engine)
+    #: BN001/BN002 also for a frozen base nothing in the project unfreezes (a warning for a future fine-tuning)
+    latent: bool = False
     root: Path = field(default_factory=Path.cwd)  # per-file-ignores and excludes are relative to it
 
     def ignored_for(self, path: Path) -> tuple[str, ...]:
@@ -190,6 +192,10 @@ def apply(settings: Settings, values: dict, origin: str) -> Settings:
         changes["extra_batchnorm_models"] = _strings(values["extra-batchnorm-models"], "extra-batchnorm-models", origin)
     if "target-keras" in values:
         changes["target_keras"] = KerasTarget.parse(str(values["target-keras"]), origin)
+    if "latent" in values:
+        if not isinstance(values["latent"], bool):
+            raise ConfigError(f"{origin}: latent must be true or false")
+        changes["latent"] = values["latent"]
     if "timeout" in values:
         timeout = values["timeout"]
         if not isinstance(timeout, (int, float)) or timeout <= 0:

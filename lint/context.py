@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import libcst as cst
 
@@ -11,17 +11,27 @@ from lint.names import ImportMap
 
 if TYPE_CHECKING:
     from lint.config import Settings
-    from lint.keras_models import KerasModels
+    from lint.flow.keras_models import KerasModels
     from lint.flow.walk import Flow
 
 
 class FileContext:
-    def __init__(self, path: str, module: cst.Module, settings: "Settings", project: dict | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        module: cst.Module,
+        settings: "Settings",
+        project: dict | None = None,
+        unfrozen_elsewhere: "Callable[[], dict[str, str]] | None" = None,
+    ) -> None:
         self.path = path
         self.module = module
         self.settings = settings
         #: the definitions this file imports from other modules of the project (``lint.flow.project``)
         self.project = project or {}
+        #: names of this module that other modules of the project unfreeze, asked only when needed
+        #: (``lint.flow.project.Project.unfrozen_elsewhere``)
+        self.unfrozen_elsewhere = unfrozen_elsewhere
 
     @property
     def target(self):
@@ -33,9 +43,10 @@ class FileContext:
 
     @cached_property
     def keras_models(self) -> "KerasModels":
-        from lint.keras_models import KerasModels
+        from lint.flow.keras_models import KerasModels
 
-        return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models)
+        return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models, self.project,
+                           self.unfrozen_elsewhere)
 
     @cached_property
     def assignments(self) -> list[tuple[cst.BaseExpression, cst.BaseExpression]]:
@@ -50,12 +61,6 @@ class FileContext:
             elif isinstance(node, cst.AnnAssign) and node.value is not None:
                 found.append((node.target, node.value))
         return found
-
-    @property
-    def keras_layers(self) -> "_Assignments":
-        """What BN001 still reads of the old per-file layer walker (deleted): the assignments and
-        qualified names. Use ``ctx.assignments`` and ``ctx.imports.qualname``."""
-        return _Assignments(self.assignments, self.imports.qualname)
 
     @cached_property
     def flow(self) -> "Flow":
@@ -73,9 +78,3 @@ class FileContext:
     def code(self, node: cst.CSTNode) -> str:
         """The source text of a node, for messages."""
         return self.module.code_for_node(node).strip()
-
-
-class _Assignments:
-    def __init__(self, assignments, qualname) -> None:
-        self.assignments = assignments
-        self.qualname = qualname

@@ -96,9 +96,11 @@ def check_source(
     ``conditional`` is (project roots, codes): the file's view is built here, in the worker, and
     those codes run only if it imports a model with BatchNorm of their framework."""
     tree, error = _python_parse(path, source)
+    elsewhere = None
     if error is None and conditional is not None:
         roots, extra = conditional
         project = _project(roots).view(Path(path), source, tree)
+        elsewhere = functools.partial(_project(roots).unfrozen_elsewhere, Path(path))
         bn = imports_bn(project)
         codes = tuple(sorted(set(codes) | {c for c in extra if _rule(c).models_from(bn)}))
     if error is None and codes and prefilter:
@@ -109,7 +111,7 @@ def check_source(
         return SourceResult(error=error)
     import libcst as cst  # only here: a file no rule can match never needs it
     try:
-        return _check_parsed(path, source, settings, codes, fix, project)
+        return _check_parsed(path, source, settings, codes, fix, project, elsewhere)
     except cst.ParserSyntaxError as exc:  # rare text Python accepts and libcst does not (a `\` at EOF)
         message = str(exc.message).splitlines()[0] if str(exc.message) else "parse error"
         return SourceResult(error=(f"libcst cannot parse this file, which Python accepts: {message}", exc.raw_line, exc.raw_column + 1))
@@ -118,7 +120,8 @@ def check_source(
 
 
 def _check_parsed(
-    path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool, project: dict | None = None
+    path: str, source: str, settings: Settings, codes: tuple[str, ...], fix: bool, project: dict | None = None,
+    elsewhere=None,
 ) -> SourceResult:
     import libcst as cst
 
@@ -126,7 +129,7 @@ def _check_parsed(
     lines = physical_lines(source)
     module = cst.parse_module(source)
     applied = 0
-    found = _violations(path, module, settings, rules, lines, project)
+    found = _violations(path, module, settings, rules, lines, project, elsewhere)
     # Fix, then check again: a fix may uncover or settle another finding (ruff's loop).
     for _ in range(MAX_FIX_PASSES if fix else 0):
         fixes = [v.fix for _, v, _ in found if v.fix is not None]
@@ -149,7 +152,7 @@ def _check_parsed(
         module = fixed_module
         applied += count
         lines = physical_lines(module.code)
-        found = _violations(path, module, settings, rules, lines, project)
+        found = _violations(path, module, settings, rules, lines, project, elsewhere)
     result = SourceResult(fixes_applied=applied, fixed_source=module.code if applied else None, parsed=True)
     for rule, violation, span in found:
         start, end = span
@@ -258,13 +261,13 @@ def _node_deeper_than(tree: ast.AST, limit: int) -> ast.AST | None:
     return None
 
 
-def _violations(path, module, settings, rules: list[Rule], lines, project=None):
+def _violations(path, module, settings, rules: list[Rule], lines, project=None, elsewhere=None):
     """(rule, violation, (start, end)) for every unsuppressed violation, in source order."""
     from libcst.metadata import MetadataWrapper, PositionProvider
 
     from lint.context import FileContext
 
-    ctx = FileContext(path, module, settings, project)
+    ctx = FileContext(path, module, settings, project, elsewhere)
     raw = [(rule, v) for rule in rules for v in rule.check(ctx)]
     if not raw:
         return []

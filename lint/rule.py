@@ -35,6 +35,8 @@ class Invalid:
 
     code: str
     fixed: str | None = None
+    #: settings the example is checked with (``{"latent": True}``), as ``[tool.bncheck]`` would give them
+    settings: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -27,6 +27,9 @@ from lint.frameworks import torch as pt
 from lint.frameworks.keras import keras_name
 
 _MAX_DEPTH = 6  # re-export chains followed this far
+_MAX_SCANNED = 20_000  # Python files looked at for unfreezes of a module's models (a huge tree: the first ones)
+_MAX_BYTES = 2_000_000
+_SKIP_DIRS = frozenset({"venv", "__pycache__", "node_modules", "site-packages", "build", "dist"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ class Definition:
     #: runs ``.backward()`` (itself or through functions of its module) — ``engine.train(model, ...)``
     params: tuple[str, ...] = ()
     trains: tuple[str, ...] = ()
-    #: a module-level model ("variable"): where a module of the project froze its parameters
+    #: a module-level model ("variable"): where a module of the project froze its parameters (PyTorch) or set
+    #: it untrainable (Keras); a Keras builder function or class: where its body sets ``trainable = False``
     frozen_at: str = ""
     #: a PyTorch class: the sub-modules it freezes (``PartFreeze``)
     part_freezes: tuple[PartFreeze, ...] = ()
@@ -91,6 +95,9 @@ class Project:
         self._summaries: dict[Path, _Summary | None] = {}
         self._resolving: set[tuple[Path, str]] = set()
         self._files: dict[tuple[str, int, Path], Path | None] = {}
+        self._folders: dict[Path, list[Path]] = {}
+        self._bindings: dict[Path, tuple[frozenset[str], frozenset[str]] | None] = {}
+        self._unfreezing: list[tuple[Path, ast.Module]] | None = None
 
     # -- a file's view -------------------------------------------------------------------------
 
@@ -106,6 +113,13 @@ class Project:
 
     def _view(self, path: Path, tree: ast.Module) -> dict[str, Definition]:
         found: dict[str, Definition] = {}
+        continued = self.continued(path, tree)
+        if continued is not None:  # a script run after another one, using its names without importing them
+            summary = self._summary(continued)
+            if summary is not None:
+                for name in _free_names(tree):
+                    if name in summary.definitions:
+                        found[name] = summary.definitions[name]
         for node in _imports(tree):
             if isinstance(node, ast.ImportFrom):
                 module = self._module_file(node.module or "", node.level, path)
@@ -133,6 +147,114 @@ class Project:
                     if module is not None:
                         found.update(self._module_names(module, alias.asname or alias.name))
         return found
+
+    # -- scripts that continue another one, and unfreezes in other modules -----------------------
+
+    def continued(self, path: Path, tree: ast.Module) -> Path | None:
+        """The script of the same folder that this one continues: it uses names it neither defines
+        nor imports (``base_model``, ``model``), and exactly one sibling defines them all at module level
+        (or reads them without defining them too: globals of the notebook both came from; when several do, the one whose name this file's name contains: ``fine_tune_xception.py``
+        continues ``xception.py``). Notebooks split into scripts, course tasks run one after another."""
+        free = _free_names(tree)
+        if not free:
+            return None
+        folder = path.parent
+        candidates = []
+        for sibling in self._siblings(folder):
+            if sibling == path:
+                continue
+            bound = self._module_bindings(sibling)
+            if bound is not None and free <= bound[0] | bound[1] and free & bound[0]:
+                candidates.append(sibling)
+        if len(candidates) > 1:
+            candidates = [c for c in candidates if c.stem.lower() in path.stem.lower()]
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _siblings(self, folder: Path) -> list[Path]:
+        if folder not in self._folders:
+            try:
+                self._folders[folder] = sorted(p for p in folder.iterdir() if p.suffix == ".py" and p.is_file())
+            except OSError:
+                self._folders[folder] = []
+        return self._folders[folder]
+
+    def _module_bindings(self, module: Path) -> tuple[frozenset[str], frozenset[str]] | None:
+        """Every name a module binds at module level (assignments, loops, imports, definitions), and
+        the names it reads without binding them."""
+        if module not in self._bindings:
+            try:
+                tree = ast.parse(module.read_bytes())
+            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+                self._bindings[module] = None
+            else:
+                self._bindings[module] = (frozenset(_module_level_bindings(tree)), _free_names(tree))
+        return self._bindings[module]
+
+    def unfrozen_elsewhere(self, path: Path) -> dict[str, str]:
+        """Names of the module at ``path`` (module-level models, builder functions) that another module
+        of the project sets trainable again without keeping BatchNormalization frozen, with where
+        (``{"base_model": "fine_tune.py:5"}``): a script that imports them, or one that continues this one.
+
+        The other modules are the Python files under the working directory and the run's folders (virtualenvs,
+        hidden and build folders left out) that assign ``trainable = True``; they are read once per process,
+        only when a rule asks (a base frozen and never unfrozen in its own file). In pre-commit mode that
+        finds a fine-tuning script that did not change."""
+        path = _absolute(path)
+        found: dict[str, str] = {}
+        for other, tree in self._unfreezers():
+            if other == path:
+                continue
+            names = {}
+            if self.continued(other, tree) == path:
+                names.update({n: n for n in _free_names(tree)})
+            names.update(self._names_from(other, tree, path))
+            if not names:
+                continue
+            for local, line in kk.unfreezes(tree):
+                if local in names:
+                    found.setdefault(names[local], f"{self._display(other)}:{line}")
+        return found
+
+    def _names_from(self, importer: Path, tree: ast.Module, module: Path) -> dict[str, str]:
+        """The names ``importer`` takes from ``module``: its local name -> the name in ``module``."""
+        names = {}
+        for node in _imports(tree):
+            if isinstance(node, ast.ImportFrom):
+                if self._module_file(node.module or "", node.level, importer) != module:
+                    continue
+                for alias in node.names:
+                    if alias.name != "*":
+                        names[alias.asname or alias.name] = alias.name
+        return names
+
+    def _unfreezers(self) -> list[tuple[Path, ast.Module]]:
+        if self._unfreezing is None:
+            self._unfreezing = []
+            seen = 0
+            roots = list(dict.fromkeys(self._roots))  # the working directory (the project root) and the run's folders
+            roots = [r for r in roots if not any(o != r and r.is_relative_to(o) for o in roots)]
+            for root in roots:
+                for folder, dirs, files in os.walk(root):
+                    dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS
+                               and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))]
+                    for name in files:
+                        if not name.endswith(".py"):
+                            continue
+                        seen += 1
+                        if seen > _MAX_SCANNED:
+                            return self._unfreezing
+                        file = Path(folder) / name
+                        try:
+                            data = file.read_bytes()
+                        except OSError:
+                            continue
+                        if len(data) > _MAX_BYTES or not kk.UNFREEZE_TEXT.search(data):
+                            continue
+                        try:
+                            self._unfreezing.append((_absolute(file), ast.parse(data)))
+                        except (SyntaxError, ValueError, RecursionError, MemoryError):
+                            continue
+        return self._unfreezing
 
     def _module_names(self, module: Path, prefix: str) -> dict[str, Definition]:
         summary = self._summary(module)
@@ -306,6 +428,12 @@ class _Summarizer:
                     params = tuple(a.arg for a in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs])
                     definition = replace(definition, params=params, trains=tuple(sorted(trains[node.name])))
                 self.summary.definitions[node.name] = definition
+        for node in defs:
+            definition = self.summary.definitions[node.name]
+            if definition.framework == "keras" and definition.is_model and not definition.frozen_at:
+                line = kk.freeze_line(node)
+                if line:  # a builder that freezes (part of) what it builds
+                    self.summary.definitions[node.name] = replace(definition, frozen_at=f"{self.display}:{line}")
         self.variables(tree, local)
 
     def _define(self, node, local) -> Definition:
@@ -381,7 +509,7 @@ class _Summarizer:
                     self.summary.definitions[name] = Definition(
                         name, "variable", framework, True, True if bn else None, dropout, f"{self.display}:{node.lineno}")
         for node in tree.body:
-            name = _frozen_name(node)
+            name = _frozen_name(node) or kk.frozen_name(node)
             if name is None:
                 continue
             definition = self.summary.definitions.get(name) or self.project.imported_definition(self.summary, name)
@@ -410,7 +538,8 @@ class _Summarizer:
                 mentions.add("keras")
             elif isinstance(n, ast.Name) and n.id in local and n.id != own_name:
                 other = self.summary.definitions.get(n.id)
-                if other is not None and other.is_model:
+                # a model of the module, or a helper building BatchNormalization layers for it (``conv_bn(x)``)
+                if other is not None and (other.is_model or (other.has_bn and other.framework == "keras")):
                     bn = bn or bool(other.has_bn)
                     mentions.add(other.framework)
             elif isinstance(n, ast.Name) and n.id in self.summary.imports or (
@@ -607,3 +736,46 @@ def _imports(tree: ast.Module, top_level: bool = False):
             continue
         for name in ("body", "orelse", "finalbody", "handlers", "cases"):
             stack.extend(getattr(node, name, ()))
+
+
+def _module_level_bindings(tree: ast.Module) -> set[str]:
+    """Names bound outside any function or class body (those bodies' own names excluded)."""
+    bound: set[str] = set()
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name.split(".")[0]) for a in node.names if a.name != "*")
+        stack.extend(ast.iter_child_nodes(node))
+    return bound
+
+
+def _free_names(tree: ast.Module) -> frozenset[str]:
+    """Names the module reads but binds nowhere (not assigned, imported, defined, a parameter or a
+    builtin): what a script that continues another one takes from it. Empty for a star import."""
+    loaded, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return frozenset()
+                bound.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            bound.update(node.names)
+    return frozenset(loaded - bound - _BUILTINS)
+
+
+_BUILTINS = frozenset(dir(__import__("builtins"))) | {"__file__", "__name__", "get_ipython", "display"}

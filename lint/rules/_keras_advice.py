@@ -30,14 +30,21 @@ def keep_frozen_too(target: KerasTarget) -> str:
     )
 
 
-def latent_note(models, model, target: KerasTarget) -> str:
-    """Say plainly when a BN001/BN002 warning is only latent in the file as written.
+def unfrozen_note(models, model, settings) -> tuple[str, str] | None:
+    """Whether a BN001/BN002 warning is reported, and what it says first and last; None: not reported.
 
-    With Keras 3 / tf.keras 2.x a frozen BatchNormalization layer runs in inference mode, so
-    the warning is about a future fine-tuning; when nothing in the file unfreezes the base
-    (feature extraction only, issue 11 cause 8) the message says so, so the reader can tell
-    it from a base that this file does unfreeze. Unfreezes in other modules are not seen.
+    With Keras 3 / tf.keras 2.x a frozen BatchNormalization layer runs in inference mode, so the
+    missing ``training=False`` only matters once the base is unfrozen. A base that this file or
+    another module of the project unfreezes (without keeping BatchNormalization frozen) is
+    reported, naming the unfreeze when it is in another file; a base nothing unfreezes is feature
+    extraction as written (issue 11 cause 8) and is reported only with the ``latent`` setting,
+    marked "latent". Multi-backend Keras before 2.4 used batch statistics even while frozen.
     """
-    if target.legacy or models.is_unfrozen(model):
-        return ""
-    return "latent (nothing in this file unfreezes it): "
+    if settings.target_keras.legacy:
+        return "", ""
+    where = models.unfrozen_at(model)
+    if where:
+        return "", f" (the base is unfrozen at {where})"
+    if where == "":
+        return "", ""
+    return ("latent (nothing in this project unfreezes it): ", "") if settings.latent else None

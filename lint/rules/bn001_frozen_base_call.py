@@ -7,10 +7,10 @@ import libcst as cst
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
 from lint.frameworks.torch import is_random_tensor
-from lint.keras_models import Call, GraphReuse
+from lint.flow.keras_models import Call, GraphReuse
 from lint.nodes import children
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
-from lint.rules._keras_advice import latent_note, keep_frozen_too, when_it_bites
+from lint.rules._keras_advice import keep_frozen_too, unfrozen_note, when_it_bites
 
 
 class FrozenBaseWithoutTrainingFalse(Rule):
@@ -37,10 +37,15 @@ class FrozenBaseWithoutTrainingFalse(Rule):
     `fit()` overrides the recorded `training=False`, so on those versions the base's
     BatchNormalization layers must also be kept frozen when it is unfrozen (see BN003).
 
-    When nothing in the file unfreezes the base (`base.trainable = True`, or a loop setting its
-    layers, or a model containing it, trainable), the message starts with "latent": the code as
-    written is feature extraction and predicts correctly; the warning is for the day it is
-    fine-tuned. An unfreeze in another module of the project is not seen yet.
+    Reported only for a base that is unfrozen somewhere in the project without keeping its
+    BatchNormalization frozen: in this file (`base.trainable = True`, a loop setting its layers
+    trainable, or a model containing it made trainable) or in another module of the project (a
+    fine-tuning script importing the model or its builder, or a script continuing this one with
+    its names); the message names an unfreeze in another file (`the base is unfrozen at
+    fine_tune.py:4`). A base nothing unfreezes is feature extraction and predicts correctly as
+    written: it is reported only with the `latent` setting (`--latent`, `latent = true` in
+    `[tool.bncheck]`), with a message starting "latent". With `target-keras` below 2.4, where
+    frozen BatchNormalization used batch statistics anyway, every frozen base is reported.
 
     An eager call on one concrete batch (`batch, labels = next(iter(ds))`, random numbers) is
     not reported: outside `fit()` Keras runs it in inference mode, and it is not the graph.
@@ -77,6 +82,8 @@ class FrozenBaseWithoutTrainingFalse(Rule):
     code = "BN001"
     name = "frozen-batchnorm-base-call"
     severity = Severity.WARNING
+    project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
+    framework = "keras"
     summary = "Frozen BatchNormalization base used without `training=False`"
     prefilter = ((assignment("trainable", "False"),), BN_MODEL_TOKENS)
     fixable = True
@@ -134,6 +141,27 @@ base.trainable = False
 print("features:", base.output.shape)
 x = base(keras.Input((224, 224, 3)), training=False)
 """,
+        # the name is rebound to a new base before the unfreeze: the first base is never unfrozen
+        """
+import keras
+base_model = keras.applications.ResNet50V2(include_top=False)
+base_model.trainable = False
+features = base_model(keras.Input((224, 224, 3)))
+base_model = keras.applications.EfficientNetB0(include_top=False)
+base_model.trainable = False
+inputs = keras.Input((224, 224, 3))
+model = keras.Model(inputs, keras.layers.Dense(10)(base_model(inputs, training=False)))
+base_model.trainable = True
+""",
+        # trainable, with only its first 100 layers frozen: not a frozen base (plain fine-tuning)
+        """
+import keras
+base = keras.applications.EfficientNetB0(include_top=False)
+base.trainable = True
+for layer in base.layers[:100]:
+    layer.trainable = False
+head = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(base.output))
+""",
         # a training argument passed through from an enclosing call() is the caller's decision
         """
 import keras
@@ -147,8 +175,88 @@ class Classifier(keras.Model):
 """,
     ]
 
-    INVALID = [
+    #: Feature extraction: a frozen base that nothing unfreezes predicts correctly as written. Quiet by
+    #: default (they are VALID below); flagged, marked "latent", with the ``latent`` setting.
+    LATENT = [
         # the head built on the base's call on a symbolic input, next to a shape check on one batch
+        """
+import keras
+base = keras.applications.MobileNetV2(include_top=False)
+base.trainable = False
+batch, labels = next(iter(train_ds))
+print(base(batch).shape)
+x = base(keras.Input((160, 160, 3)))
+""",
+        """
+import keras
+base = keras.applications.ResNet50(include_top=False, weights=None)
+base.trainable = False
+inputs = keras.Input((224, 224, 3))
+x = base(inputs)
+""",
+        # tf.keras module path and an alias
+        """
+import tensorflow as tf
+from tensorflow.keras.applications.resnet50 import ResNet50 as R
+base = R(include_top=False)
+base.trainable = False
+x = base(tf.keras.Input((224, 224, 3)), training=True)
+""",
+        # graph reuse through base.output
+        """
+from tensorflow.keras.applications import MobileNetV2
+from tensorflow.keras import layers, Model
+base = MobileNetV2(include_top=False)
+for layer in base.layers:
+    layer.trainable = False
+out = layers.Dense(3)(layers.GlobalAveragePooling2D()(base.output))
+model = Model(base.input, out)
+""",
+        # a base built by a helper of the same file, frozen there
+        """
+import keras
+def make_backbone():
+    backbone = keras.applications.DenseNet121(include_top=False)
+    backbone.trainable = False
+    return backbone
+backbone = make_backbone()
+features = backbone(keras.Input((224, 224, 3)))
+""",
+        # a model defined in the same file with BatchNormalization layers
+        """
+from keras import layers, Model, Input
+def encoder():
+    inputs = Input((32, 32, 3))
+    x = layers.Conv2D(16, 3)(inputs)
+    x = layers.BatchNormalization()(x)
+    return Model(inputs, x)
+enc = encoder()
+enc.trainable = False
+y = enc(Input((32, 32, 3)))
+""",
+        # reached through a Sequential's layers
+        """
+import keras
+model = keras.Sequential([keras.applications.Xception(include_top=False), keras.layers.Dense(2)])
+base = model.layers[0]
+base.trainable = False
+z = base(keras.Input((299, 299, 3)))
+""",
+        # every unfreeze keeps BatchNormalization frozen: its mode does not depend on training=False
+        """
+import keras
+base = keras.applications.EfficientNetB0(include_top=False)
+base.trainable = False
+x = base(keras.Input((224, 224, 3)))
+for layer in base.layers[-20:]:
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = True
+""",
+    ]
+    VALID = VALID + LATENT
+
+    INVALID = [Invalid(code, settings={"latent": True}) for code in LATENT] + [
+        # fine-tuned later: the head built on the base's call, next to a shape check on one batch
         Invalid(
             """
 import keras
@@ -157,8 +265,10 @@ base.trainable = False
 batch, labels = next(iter(train_ds))
 print(base(batch).shape)
 x = base(keras.Input((160, 160, 3)))
+base.trainable = True
 """
         ),
+        # the top 20 layers unfrozen for fine-tuning
         Invalid(
             """
 import keras
@@ -166,6 +276,8 @@ base = keras.applications.ResNet50(include_top=False, weights=None)
 base.trainable = False
 inputs = keras.Input((224, 224, 3))
 x = base(inputs)
+for layer in base.layers[-20:]:
+    layer.trainable = True
 """,
             fixed="""
 import keras
@@ -173,9 +285,11 @@ base = keras.applications.ResNet50(include_top=False, weights=None)
 base.trainable = False
 inputs = keras.Input((224, 224, 3))
 x = base(inputs, training=False)
+for layer in base.layers[-20:]:
+    layer.trainable = True
 """,
         ),
-        # tf.keras module path and an alias
+        # tf.keras module path and an alias, called with training=True, unfrozen later
         Invalid(
             """
 import tensorflow as tf
@@ -183,9 +297,10 @@ from tensorflow.keras.applications.resnet50 import ResNet50 as R
 base = R(include_top=False)
 base.trainable = False
 x = base(tf.keras.Input((224, 224, 3)), training=True)
+base.trainable = True
 """
         ),
-        # graph reuse through base.output
+        # graph reuse through base.output; the derived model's top layers (the base's own) unfrozen
         Invalid(
             """
 from tensorflow.keras.applications import MobileNetV2
@@ -195,9 +310,11 @@ for layer in base.layers:
     layer.trainable = False
 out = layers.Dense(3)(layers.GlobalAveragePooling2D()(base.output))
 model = Model(base.input, out)
+for layer in model.layers[100:]:
+    layer.trainable = True
 """
         ),
-        # a base built by a helper of the same file, frozen there
+        # a base built and frozen by a helper of the same file, unfrozen by another
         Invalid(
             """
 import keras
@@ -205,8 +322,11 @@ def make_backbone():
     backbone = keras.applications.DenseNet121(include_top=False)
     backbone.trainable = False
     return backbone
+def fine_tune(net):
+    net.trainable = True
 backbone = make_backbone()
 features = backbone(keras.Input((224, 224, 3)))
+backbone.trainable = True
 """,
             fixed="""
 import keras
@@ -214,11 +334,14 @@ def make_backbone():
     backbone = keras.applications.DenseNet121(include_top=False)
     backbone.trainable = False
     return backbone
+def fine_tune(net):
+    net.trainable = True
 backbone = make_backbone()
 features = backbone(keras.Input((224, 224, 3)), training=False)
+backbone.trainable = True
 """,
         ),
-        # a model defined in the same file with BatchNormalization layers
+        # a model defined in the same file with BatchNormalization layers; the model around it unfrozen
         Invalid(
             """
 from keras import layers, Model, Input
@@ -229,10 +352,12 @@ def encoder():
     return Model(inputs, x)
 enc = encoder()
 enc.trainable = False
-y = enc(Input((32, 32, 3)))
+inputs = Input((32, 32, 3))
+classifier = Model(inputs, layers.Dense(2)(enc(inputs)))
+classifier.trainable = True
 """
         ),
-        # reached through a Sequential's layers
+        # reached through a Sequential's layers; the Sequential unfrozen
         Invalid(
             """
 import keras
@@ -240,39 +365,50 @@ model = keras.Sequential([keras.applications.Xception(include_top=False), keras.
 base = model.layers[0]
 base.trainable = False
 z = base(keras.Input((299, 299, 3)))
+model.trainable = True
 """
         ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         models = ctx.keras_models
+        seen: set[int] = set()  # a name that may denote two bases (bound on two paths) is reported once
         for event in models.of(Call):
+            if id(event.node) in seen:
+                continue
             if event.training == "absent" and _on_concrete_batch(ctx, event.node):
                 continue  # an eager call on one real batch runs in inference mode (e.g. to print shapes)
             if event.training in ("absent", "true") and event.model.contains_bn() and models.is_frozen(event.model):
-                yield self._call(ctx, event, latent_note(models, event.model, ctx.target))
+                note = unfrozen_note(models, event.model, ctx.settings)
+                if note is not None:
+                    seen.add(id(event.node))
+                    yield self._call(ctx, event, note)
         reuses = models.of(GraphReuse)
         looked_at = _shape_reads(ctx.module) if reuses else set()
         for event in reuses:
-            if id(event.node) in looked_at:
+            if id(event.node) in looked_at or id(event.node) in seen:
                 continue  # ``print(base.output.shape)`` looks at the graph, it does not build on it
             if event.attr.startswith("output") and event.model.contains_bn() and models.is_frozen(event.model):
+                note = unfrozen_note(models, event.model, ctx.settings)
+                if note is None:
+                    continue
                 owner = ctx.code(event.node.value)
+                seen.add(id(event.node))
                 yield Violation(
                     event.node,
-                    f"{latent_note(models, event.model, ctx.target)}the graph of frozen {event.model.label} base `{owner}` "
+                    f"{note[0]}the graph of frozen {event.model.label} base `{owner}` "
                     f"is reused through `.{event.attr}`, "
                     f"where no training=False can be given: {when_it_bites(ctx.target)}; build the head on "
-                    f"`base(inputs, training=False)` instead{keep_frozen_too(ctx.target)}",
+                    f"`base(inputs, training=False)` instead{keep_frozen_too(ctx.target)}{note[1]}",
                 )
 
-    def _call(self, ctx: FileContext, event: Call, latent: str) -> Violation:
+    def _call(self, ctx: FileContext, event: Call, note: tuple[str, str]) -> Violation:
         node: cst.Call = event.node
         name = ctx.code(node.func)
         how = "with training=True" if event.training == "true" else "without training=False"
         message = (
-            f"{latent}frozen {event.model.label} base `{name}` is called {how}: {when_it_bites(ctx.target)}; "
-            f"call it as `{name}(..., training=False)`{keep_frozen_too(ctx.target)}"
+            f"{note[0]}frozen {event.model.label} base `{name}` is called {how}: {when_it_bites(ctx.target)}; "
+            f"call it as `{name}(..., training=False)`{keep_frozen_too(ctx.target)}{note[1]}"
         )
         fix = Fix().replace(node, add_keyword(node, "training", cst.Name("False"))) if event.training == "absent" else None
         return Violation(node, message, fix)
@@ -298,8 +434,7 @@ def _on_concrete_batch(ctx: FileContext, call: cst.Call) -> bool:
     first = next((a.value for a in call.args if a.keyword is None and a.star == ""), None)
     if not isinstance(first, cst.Name):
         return False
-    layers = ctx.keras_layers
-    for target, value in layers.assignments:
+    for target, value in ctx.assignments:
         bound = [target] if isinstance(target, cst.Name) else [
             e.value for e in getattr(target, "elements", ()) if isinstance(e.value, cst.Name)
         ]
@@ -308,7 +443,7 @@ def _on_concrete_batch(ctx: FileContext, call: cst.Call) -> bool:
         func = value.func
         if (isinstance(func, cst.Name) and func.value == "next") or (isinstance(func, cst.Attribute) and func.attr.value == "next"):
             return True
-        if is_random_tensor(layers.qualname(func)):
+        if is_random_tensor(ctx.imports.qualname(func)):
             return True
     return False
 

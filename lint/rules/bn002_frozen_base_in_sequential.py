@@ -4,9 +4,9 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
-from lint.keras_models import Placement
+from lint.flow.keras_models import Placement
 from lint.rule import Invalid, Rule, Severity, Violation, assignment
-from lint.rules._keras_advice import latent_note, keep_frozen_too, when_it_bites
+from lint.rules._keras_advice import keep_frozen_too, unfrozen_note, when_it_bites
 
 
 class FrozenBaseInSequential(Rule):
@@ -26,10 +26,15 @@ class FrozenBaseInSequential(Rule):
 
     No automatic fix: moving to the functional API changes how the model is built.
 
-    When nothing in the file unfreezes the base (`base.trainable = True`, or a loop setting its
-    layers, or a model containing it, trainable), the message starts with "latent": the code as
-    written is feature extraction and predicts correctly; the warning is for the day it is
-    fine-tuned. An unfreeze in another module of the project is not seen yet.
+    Reported only for a base that is unfrozen somewhere in the project without keeping its
+    BatchNormalization frozen: in this file (`base.trainable = True`, a loop setting its layers
+    trainable, or a model containing it made trainable) or in another module of the project (a
+    fine-tuning script importing the model or its builder, or a script continuing this one with
+    its names); the message names an unfreeze in another file (`the base is unfrozen at
+    fine_tune.py:4`). A base nothing unfreezes is feature extraction and predicts correctly as
+    written: it is reported only with the `latent` setting (`--latent`, `latent = true` in
+    `[tool.bncheck]`), with a message starting "latent". With `target-keras` below 2.4, where
+    frozen BatchNormalization used batch statistics anyway, every frozen base is reported.
 
     ## Example
     ```python
@@ -55,6 +60,8 @@ class FrozenBaseInSequential(Rule):
     code = "BN002"
     name = "frozen-batchnorm-base-in-sequential"
     severity = Severity.WARNING
+    project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
+    framework = "keras"
     summary = "Frozen BatchNormalization base inside `Sequential`"
     prefilter = ((assignment("trainable", "False"),), ("Sequential", ".add("), BN_MODEL_TOKENS)
 
@@ -90,7 +97,30 @@ model = tf.keras.Sequential([base, tf.keras.layers.Dense(1)])
 """,
     ]
 
-    INVALID = [
+    #: Feature extraction: a frozen base that nothing unfreezes predicts correctly as written. Quiet by
+    #: default (they are VALID too); flagged, marked "latent", with the ``latent`` setting.
+    LATENT = [
+        """
+from tensorflow import keras
+res_net = keras.applications.ResNet50(include_top=False, weights=None)
+res_net.trainable = False
+model = keras.models.Sequential()
+model.add(res_net)
+model.add(keras.layers.GlobalAveragePooling2D())
+model.add(keras.layers.Dense(1, activation="sigmoid"))
+""",
+        """
+import tensorflow as tf
+base = tf.keras.applications.EfficientNetB3(include_top=False, pooling="avg")
+for layer in base.layers:
+    layer.trainable = False
+model = tf.keras.Sequential([base, tf.keras.layers.Dense(5)])
+""",
+    ]
+    VALID = VALID + LATENT
+
+    INVALID = [Invalid(code, settings={"latent": True}) for code in LATENT] + [
+        # the base unfrozen for fine-tuning after a first fit
         Invalid(
             """
 from tensorflow import keras
@@ -100,8 +130,12 @@ model = keras.models.Sequential()
 model.add(res_net)
 model.add(keras.layers.GlobalAveragePooling2D())
 model.add(keras.layers.Dense(1, activation="sigmoid"))
+model.fit(x_train, y_train, epochs=5)
+res_net.trainable = True
+model.fit(x_train, y_train, epochs=2)
 """
         ),
+        # the whole Sequential, base included, made trainable
         Invalid(
             """
 import tensorflow as tf
@@ -109,18 +143,24 @@ base = tf.keras.applications.EfficientNetB3(include_top=False, pooling="avg")
 for layer in base.layers:
     layer.trainable = False
 model = tf.keras.Sequential([base, tf.keras.layers.Dense(5)])
+model.trainable = True
 """
         ),
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
         models = ctx.keras_models
+        seen: set[int] = set()  # a name that may denote two bases (bound on two paths) is reported once
         for event in models.of(Placement):
-            if event.model.contains_bn() and models.is_frozen(event.model):
+            if id(event.node) in seen or not (event.model.contains_bn() and models.is_frozen(event.model)):
+                continue
+            note = unfrozen_note(models, event.model, ctx.settings)
+            if note is not None:
+                seen.add(id(event.node))
                 yield Violation(
                     event.node,
-                    f"{latent_note(models, event.model, ctx.target)}frozen {event.model.label} base "
+                    f"{note[0]}frozen {event.model.label} base "
                     f"`{ctx.code(event.node)}` is placed in a Sequential, where it "
                     f"cannot be called with training=False: {when_it_bites(ctx.target)}; build the model with the "
-                    f"functional API and call `base(inputs, training=False)`{keep_frozen_too(ctx.target)}",
+                    f"functional API and call `base(inputs, training=False)`{keep_frozen_too(ctx.target)}{note[1]}",
                 )

@@ -7,7 +7,8 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
-from lint.keras_models import KerasModels, Model, Unfreeze, is_bn_class
+from lint.flow.keras_models import Freeze, KerasModels, Model, Unfreeze
+from lint.frameworks.keras import is_bn_class
 from lint.names import ImportMap, keras_name
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
 
@@ -19,10 +20,19 @@ class BatchNormUnfrozenForFineTuning(Rule):
     fine-tuning (`base.trainable = True`, or a loop such as
     `for layer in base.layers[-20:]: layer.trainable = True`) without keeping them frozen:
     no `if not isinstance(layer, BatchNormalization)` guard in the loop and no later loop that
-    sets `trainable = False` on each BatchNormalization layer. Only a base that this file froze
+    sets `trainable = False` on each BatchNormalization layer. Only a base that was frozen
     first (the base, a model around it or its layers, before in the same function or anywhere in
     another) counts: `trainable = True` on a base nothing froze changes nothing, its
-    BatchNormalization layers were training all along (ordinary full training).
+    BatchNormalization layers were training all along (ordinary full training). Freezing a slice
+    of the layers (`base.layers[:100]`) and unfreezing another (`base.layers[100:]`) unfreezes
+    nothing that was frozen either.
+
+    The base may come from another module of the project: a model or builder with
+    BatchNormalization imported from it (`from yolo3.model import yolo_body`), or the names of a
+    script this one continues (a course task split into `feature_extraction.py` and
+    `fine_tuning.py`); a freeze there counts, and the message names both (`built in
+    feature_extraction.py:2, frozen at feature_extraction.py:5`). A base fetched back from a
+    derived model's layers (`model.layers[2].trainable = True`) is followed too.
 
     ## Why is this bad?
     A trainable BatchNormalization layer normalizes with the statistics of each training
@@ -69,11 +79,35 @@ class BatchNormUnfrozenForFineTuning(Rule):
     code = "BN003"
     name = "batchnorm-unfrozen-for-fine-tuning"
     severity = Severity.ERROR
+    project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
+    framework = "keras"
     summary = "BatchNormalization layers unfrozen for fine-tuning"
     prefilter = ((assignment("trainable", "True"),), BN_MODEL_TOKENS)
     fixable = True
 
     VALID = [
+        # the first layers frozen, the rest trainable from the start: nothing frozen is unfrozen (plain fine-tuning)
+        """
+import keras
+base = keras.applications.MobileNetV2(include_top=False)
+head = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(base.output))
+model = keras.Model(base.input, head)
+for layer in model.layers[:20]:
+    layer.trainable = False
+for layer in model.layers[20:]:
+    layer.trainable = True
+""",
+        # the builder's ``trainable`` default is overridden at its only call: the base is never frozen
+        """
+import keras
+def build(trainable=False):
+    base = keras.applications.ResNet50(include_top=False)
+    base.trainable = trainable
+    inputs = keras.Input((224, 224, 3))
+    return keras.Model(inputs, keras.layers.Dense(2)(base(inputs, training=False)))
+model = build(trainable=True)
+model.layers[1].trainable = True
+""",
         # guard inside the loop
         """
 import keras
@@ -124,6 +158,45 @@ model.trainable = True
     ]
 
     INVALID = [
+        # a base built (frozen by a default argument) inside a builder, fetched back from the derived model's layers
+        Invalid(
+            """
+import keras
+def build(trainable=False):
+    base = keras.applications.EfficientNetB0(include_top=False)
+    base.trainable = trainable
+    inputs = keras.Input((224, 224, 3))
+    x = base(inputs, training=False)
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+model = build()
+model.fit(train_ds, epochs=5)
+tuned = model.layers[1]
+tuned.trainable = True
+for layer in tuned.layers[:-10]:
+    layer.trainable = False
+model.fit(train_ds, epochs=5)
+"""
+        ),
+        # some layers frozen by index in a one-line loop, then every layer of the derived model unfrozen
+        Invalid(
+            """
+from keras.layers import Input, Conv2D, BatchNormalization, Lambda
+from keras.models import Model
+def body(inputs):
+    return Model(inputs, BatchNormalization()(Conv2D(8, 3)(inputs)))
+def create(frozen=10):
+    image = Input((None, None, 3))
+    net = body(image)
+    for i in range(frozen): net.layers[i].trainable = False
+    loss = Lambda(lambda t: t)(net.output)
+    return Model(net.input, loss)
+model = create()
+model.fit(data, epochs=50)
+for i in range(len(model.layers)):
+    model.layers[i].trainable = True
+model.fit(data, epochs=100)
+"""
+        ),
         Invalid(
             """
 import keras
@@ -224,6 +297,8 @@ def _protected(models: KerasModels, model: Model, ctx: FileContext) -> bool:
 def _message(ctx: FileContext, event: Unfreeze) -> str:
     if event.loop is not None:
         owner, what = ctx.code(event.loop.iter), f"layers of the {event.model.label} base"
+    elif event.layer_of:
+        owner, what = _owner(ctx, event.node), f"a layer of the {event.model.label}{'' if event.model.label in ('Model', 'Sequential') else ' model'} (a base inside it)"
     else:
         owner, what = _owner(ctx, event.node), f"{event.model.label} base"
     twist = (
@@ -235,7 +310,18 @@ def _message(ctx: FileContext, event: Unfreeze) -> str:
         f"unfreezing {what} `{owner}` makes its BatchNormalization layers trainable: fit() normalizes with "
         f"batch statistics and rewrites the moving averages{twist}, so fit() and evaluate() disagree on the same "
         f"data; after unfreezing, set trainable = False on each BatchNormalization layer and recompile"
+        f"{_provenance(ctx, event)}"
     )
+
+
+def _provenance(ctx: FileContext, event: Unfreeze) -> str:
+    """The evidence chain of a base from another module: where it is built and where it was frozen."""
+    models = ctx.keras_models
+    for model in event.model.lineage():
+        if model.defined_at:
+            frozen = next((f.elsewhere for f in models.of(Freeze) if f.model is model and f.elsewhere), "")
+            return f" (`{model.label}` is built in {model.defined_at}" + (f", frozen at {frozen})" if frozen else ")")
+    return ""
 
 
 def _fix(ctx: FileContext, event: Unfreeze) -> Fix | None:

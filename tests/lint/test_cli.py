@@ -15,6 +15,7 @@ import keras
 base = keras.applications.ResNet50(include_top=False, weights=None)
 base.trainable = False
 x = base(keras.Input((224, 224, 3)))
+base.trainable = True  # noqa: BN003 (fine-tuned later: BN001 matters; BN003 is not under test here)
 """
 CLEAN = "import keras\nprint(keras.__version__)\n"
 
@@ -37,7 +38,7 @@ def test_findings_exit_1_with_ruff_style_lines(project):
     result = run_cli("src", "--target-keras", "3.15", cwd=project)
     assert result.returncode == 1, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.startswith("src/train.py:4:5: BN001 latent (nothing in this file unfreezes it): frozen ResNet50 base `base` "
+    assert first.startswith("src/train.py:4:5: BN001 frozen ResNet50 base `base` "
                             "is called without training=False")
     assert "Found 1 finding in 1 file (2 checked)" in result.stdout
 
@@ -157,6 +158,18 @@ def test_target_keras_and_extra_models_from_config(project):
     assert run_cli("src/ft.py", cwd=project).returncode == 0
 
 
+def test_latent_warnings_from_the_flag_and_the_config(project):
+    # feature extraction only: the frozen base is never unfrozen, so BN001 waits for --latent
+    write(project, "src/extract.py", BAD.replace("base.trainable = True  # noqa", "# base.trainable = True  # noqa"))
+    assert run_cli("src/extract.py", cwd=project).returncode == 0
+    flagged = run_cli("src/extract.py", "--latent", cwd=project)
+    assert flagged.returncode == 1
+    assert "src/extract.py:4:5: BN001 latent (nothing in this project unfreezes it): frozen ResNet50" in flagged.stdout
+    write(project, "pyproject.toml", "[tool.bncheck]\nlatent = true\n")
+    assert run_cli("src/extract.py", cwd=project).returncode == 1
+    assert run_cli("src/extract.py", "--no-latent", cwd=project).returncode == 0
+
+
 def test_explicit_config_path(project, tmp_path):
     config = write(tmp_path, "elsewhere/pyproject.toml", '[tool.bncheck]\nselect = ["BN003"]\n')
     assert run_cli("src", "--config", str(config), cwd=project).returncode == 0
@@ -168,6 +181,7 @@ def test_explicit_config_path(project, tmp_path):
         ("[tool.bncheck]\nselct = ['BN001']\n", "unknown setting 'selct'"),
         ("[tool.bncheck]\nselect = ['E501']\n", "'E501' is not a rule code"),
         ("[tool.bncheck]\ntarget-keras = 'latest'\n", "target-keras: 'latest' is not a version"),
+        ("[tool.bncheck]\nlatent = 'yes'\n", "latent must be true or false"),
         ("[tool.bncheck\n", "not valid TOML"),
     ],
 )

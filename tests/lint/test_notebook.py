@@ -108,7 +108,8 @@ def test_fix_keeps_another_writers_json_style(tmp_path):
     """Two-space indent, ASCII escapes, compact one-line arrays, no final newline: all kept."""
     cells = [
         markdown("Caf\u00e9 \u2615"),
-        {**code("import keras\nbase = keras.applications.ResNet50()\nbase.trainable = False\n"),
+        {**code("import keras\nbase = keras.applications.ResNet50()\nbase.trainable = False\n"
+                "base.trainable = True  # noqa: BN003 (fine-tuned: BN001 matters)\n"),
          "outputs": [{"data": {"image/png": "iVBORw0KGgo=\n", "text/plain": ["<Figure>"]}, "metadata": {},
                       "output_type": "display_data"}]},
         code("y = base(x)  # \u00e9"),
@@ -148,6 +149,7 @@ def test_magics_do_not_break_parsing_and_survive_a_fix(tmp_path):
         code("base.trainable = False\ninputs = keras.Input((224, 224, 3))"),
         code(MAGICS),
         code("%%bash\nfor f in *.csv; do wc -l $f; done"),
+        code("base.trainable = True  # noqa: BN003 (fine-tuned: BN001 matters)"),
     ))
     result = run_cli("magics.ipynb", "--select", "BN001", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -201,18 +203,21 @@ def test_notebook_of_another_language_is_not_checked(tmp_path):
 # -- cells and suppression ------------------------------------------------------------------------
 
 BASE = "import keras\nbase = keras.applications.ResNet50()\nbase.trainable = False\ninputs = keras.Input((224, 224, 3))\n"
+FINE_TUNE = "base.trainable = True  # noqa: BN003 (fine-tuned: BN001 matters)\n"
 
 
 @pytest.mark.parametrize("comment", ["# noqa: BN001", "# noqa", "# bncheck: ignore[BN001]"])
 def test_suppression_comments_work_inside_cells(tmp_path, comment):
-    write(tmp_path, "s.ipynb", notebook(code(BASE), markdown("head"), code(f"x = base(inputs)  {comment}\ny = base(x)")))
+    write(tmp_path, "s.ipynb", notebook(code(BASE), markdown("head"), code(f"x = base(inputs)  {comment}\ny = base(x)"),
+                                          code(FINE_TUNE)))
     result = run_cli("s.ipynb", "--select", "BN001", cwd=tmp_path)
     lines = [line for line in result.stdout.splitlines() if "BN001" in line]
     assert lines and all(line.startswith("s.ipynb:cell 2:2:5: BN001") for line in lines), result.stdout
 
 
 def test_cell_with_syntax_error_is_reported_and_the_other_cells_are_checked(tmp_path):
-    write(tmp_path, "broken.ipynb", notebook(code(BASE), code("z = 1\ndef f(:\n    pass"), code("x = base(inputs)")))
+    write(tmp_path, "broken.ipynb", notebook(code(BASE), code("z = 1\ndef f(:\n    pass"), code("x = base(inputs)"),
+                                            code(FINE_TUNE)))
     result = run_cli("broken.ipynb", "--select", "BN001", cwd=tmp_path)
     assert result.returncode == 2
     assert "broken.ipynb:cell 3:1:5: BN001" in result.stdout
@@ -229,7 +234,7 @@ def test_cell_with_syntax_error_is_reported_and_the_other_cells_are_checked(tmp_
 
 def test_invalid_json_is_a_one_line_error_and_other_files_are_checked(tmp_path):
     write(tmp_path, "bad.ipynb", '{"cells": [\n  {"cell_type": "code",\n')
-    write(tmp_path, "train.py", BASE + "x = base(inputs)\n")
+    write(tmp_path, "train.py", BASE + "x = base(inputs)\n" + FINE_TUNE)
     result = run_cli(".", cwd=tmp_path)
     assert result.returncode == 2
     assert "bad.ipynb: error: not a valid notebook: invalid JSON at line 3 column 1" in result.stdout

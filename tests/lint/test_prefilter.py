@@ -18,6 +18,7 @@ import keras
 base = keras.applications.ResNet50(weights=None)
 base.trainable = False
 x = base(inputs)
+base.trainable = True  # noqa: BN003 (fine-tuned later: BN001 matters; BN003 is not under test here)
 """
 
 DOCUMENTED = '''\

@@ -401,3 +401,155 @@ def test_a_keras_model_of_another_module_fit_on_batches_of_one(tmp_path):
     })
     [finding] = findings(tmp_path, "train.py", "--select", "BN007")
     assert finding["line"] == 5 and "blocks.py:12" in finding["message"]
+
+
+# -- Keras: a base frozen in one module, unfrozen in another (BN001/BN002/BN003) ------------------
+
+KERAS_BUILDER = """
+    import keras
+
+    def build_classifier():
+        base = keras.applications.ResNet50(include_top=False, weights="imagenet")
+        base.trainable = False
+        inputs = keras.Input((224, 224, 3))
+        x = base(inputs)
+        return keras.Model(inputs, keras.layers.Dense(5)(x))
+    """
+
+
+def test_a_builder_whose_model_a_fine_tuning_script_unfreezes(tmp_path):
+    write(tmp_path, {
+        "models.py": KERAS_BUILDER,
+        "fine_tune.py": """
+            from models import build_classifier
+            model = build_classifier()
+            model.fit(train_ds, epochs=5)
+            model.trainable = True
+            model.fit(train_ds, epochs=2)
+            """,
+    })
+    found = findings(tmp_path, ".", "--select", "BN001")
+    assert [(f["path"], f["line"]) for f in found] == [("models.py", 7)]
+    assert found[0]["message"].endswith("(the base is unfrozen at fine_tune.py:4)")
+    # pre-commit passes only the changed builder: the fine-tuning script is still found
+    assert [f["path"] for f in findings(tmp_path, "models.py", "--select", "BN001")] == ["models.py"]
+
+
+def test_a_builder_nobody_unfreezes_is_only_a_latent_warning(tmp_path):
+    write(tmp_path, {
+        "models.py": KERAS_BUILDER,
+        "extract.py": "from models import build_classifier\nmodel = build_classifier()\nmodel.fit(train_ds)\n",
+        # an unfreeze that keeps BatchNormalization frozen does not count either
+        "tune_safely.py": """
+            import keras
+            from models import build_classifier
+            model = build_classifier()
+            for layer in model.layers:
+                if not isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = True
+            """,
+    })
+    assert findings(tmp_path, ".", "--select", "BN001") == []
+    [latent] = findings(tmp_path, ".", "--select", "BN001", "--latent")
+    assert latent["path"] == "models.py" and latent["message"].startswith("latent (nothing in this project unfreezes it)")
+
+
+def test_a_script_continuing_another_one_unfreezes_its_base(tmp_path):
+    # course tasks split into scripts run one after another: the second uses the first one's names
+    write(tmp_path, {
+        "task/feature_extraction.py": """
+            from tensorflow import keras
+            base_model = keras.applications.Xception(weights="imagenet", include_top=False)
+            pooled = keras.layers.GlobalAveragePooling2D()(base_model.output)
+            model = keras.Model(inputs=base_model.input, outputs=keras.layers.Dense(3)(pooled))
+            for layer in base_model.layers:
+                layer.trainable = False
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            model.fit(train_set, epochs=3)
+            """,
+        "task/fine_tuning.py": """
+            for layer in base_model.layers:
+                layer.trainable = True
+            model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy")
+            model.fit(train_set, epochs=3)
+            """,
+        "task/unrelated.py": "base_model = None\nprint(base_model)\n",
+    })
+    found = {(f["path"], f["code"]): f for f in findings(tmp_path, ".", "--select", "BN001,BN003")}
+    assert set(found) == {("task/feature_extraction.py", "BN001"), ("task/fine_tuning.py", "BN003")}
+    assert "(the base is unfrozen at task/fine_tuning.py:2)" in found["task/feature_extraction.py", "BN001"]["message"]
+    # the evidence chain: built and frozen in the first script, unfrozen in the second
+    assert found["task/fine_tuning.py", "BN003"]["message"].endswith(
+        "(`base_model` is built in task/feature_extraction.py:2, frozen at task/feature_extraction.py:5)")
+
+
+def test_a_body_with_batchnorm_from_another_module_frozen_by_index_then_all_unfrozen(tmp_path):
+    write(tmp_path, {
+        "net/__init__.py": "",
+        "net/body.py": """
+            from keras.layers import Conv2D, BatchNormalization, LeakyReLU
+            from keras.models import Model
+
+            def conv_bn(x, filters):
+                return LeakyReLU()(BatchNormalization()(Conv2D(filters, 3)(x)))
+
+            def backbone(inputs):
+                return Model(inputs, conv_bn(conv_bn(inputs, 16), 32))
+            """,
+        "train.py": """
+            from keras.layers import Input, Lambda
+            from keras.models import Model
+            from net.body import backbone
+
+            def create(frozen=6):
+                image = Input((None, None, 3))
+                body = backbone(image)
+                for i in range(frozen): body.layers[i].trainable = False
+                return Model(body.input, Lambda(lambda t: t)(body.output))
+
+            model = create()
+            model.fit(data, epochs=10)
+            for i in range(len(model.layers)):
+                model.layers[i].trainable = True
+            model.fit(data, epochs=20)
+            """,
+    })
+    [finding] = findings(tmp_path, ".", "--select", "BN003")
+    assert (finding["path"], finding["line"]) == ("train.py", 14)
+    assert "(`backbone()` is built in net/body.py:7)" in finding["message"]
+
+
+def test_keras_look_alikes_across_modules_stay_quiet(tmp_path):
+    write(tmp_path, {
+        # a builder without BatchNormalization, unfrozen elsewhere
+        "vgg.py": """
+            import keras
+            def build():
+                base = keras.applications.VGG16(include_top=False)
+                base.trainable = False
+                return keras.Sequential([base, keras.layers.Dense(2)])
+            """,
+        "tune_vgg.py": "from vgg import build\nm = build()\nm.trainable = True\n",
+        # two scripts could be continued: ambiguous, so neither is
+        "a/one.py": "import keras\nbase = keras.applications.ResNet50()\nbase.trainable = False\nx = base(inputs)\n",
+        "a/two.py": "import keras\nbase = keras.applications.ResNet50()\nbase.trainable = False\ny = base(inputs)\n",
+        "a/next.py": "base.trainable = True\n",
+    })
+    assert findings(tmp_path, ".", "--select", "BN001,BN002,BN003") == []
+
+
+def test_pre_commit_on_a_builder_in_a_package_finds_the_unchanged_fine_tuning_script(tmp_path):
+    write(tmp_path, {
+        "src/__init__.py": "",
+        "src/models.py": KERAS_BUILDER,
+        "scripts/fine_tune.py": """
+            from src.models import build_classifier
+            model = build_classifier()
+            for layer in model.layers[-30:]:
+                layer.trainable = True
+            model.fit(train_ds)
+            """,
+        ".venv/lib/copy.py": "from src.models import build_classifier\nbuild_classifier().trainable = True\n",
+    })
+    [finding] = findings(tmp_path, "src/models.py", "--select", "BN001")
+    assert finding["message"].endswith("(the base is unfrozen at scripts/fine_tune.py:4)")

@@ -33,12 +33,14 @@ def test_valid_example_is_quiet(rule, code):
 
 @pytest.mark.parametrize(("rule", "example"), INVALID)
 def test_invalid_example_is_flagged(rule, example):
-    found, _, _ = check(example.code, codes=(rule.code,))
+    found, _, _ = check(example.code, codes=(rule.code,), **example.settings)
     assert rule.code in found
+    if example.settings:  # flagged only with these settings: quiet with the defaults
+        assert rule.code not in check(example.code, codes=(rule.code,))[0], "default settings flag it too"
     if example.fixed is not None:
-        _, fixed, _ = check(example.code, codes=(rule.code,), fix=True)
+        _, fixed, _ = check(example.code, codes=(rule.code,), fix=True, **example.settings)
         assert fixed == textwrap.dedent(example.fixed)
-        again, fixed_twice, _ = check(fixed, codes=(rule.code,), fix=True)
+        again, fixed_twice, _ = check(fixed, codes=(rule.code,), fix=True, **example.settings)
         assert fixed_twice is None, "a second --fix must change nothing"
         assert rule.code not in again
         cst.parse_module(fixed)

@@ -1,30 +1,34 @@
-"""Which values in one file are Keras models with BatchNormalization, and what the file does to them.
+"""Keras model values of one file and what the program does to them (the core's Keras part).
 
-One ordered walk over the file records *events* on model values: frozen, unfrozen (and
-whether BatchNormalization stays frozen), called (with which ``training``), placed in a
-``Sequential``, graph reused through ``.output``. BN001–BN003 are queries over these events.
+One ordered walk over the file records *events* on model values: frozen (all of it, or a slice
+or index of its layers), unfrozen (and whether BatchNormalization stays frozen), re-frozen,
+called (with which ``training``), placed in a ``Sequential``, graph reused through ``.output``.
+BN001-BN003 are queries over these events.
 
-A value is followed through assignments and aliases, ``self.`` attributes shared by a
-class's methods, helper functions of the same file that build and return it,
-``model.layers[i]`` of a ``Sequential`` and ``model.get_layer("name")``. Anything whose
-origin lies in another file (a loaded model, a hub layer) is not a model here: the rules
-prefer silence to a guess.
+A value is followed through assignments and aliases (by value: a name rebound to a new model is a
+new value; where the two paths of an ``if``/``else`` or ``A if c else B`` meet with different models
+bound to one name, it is ``Either`` of them and what follows applies to each: may, not must), ``self.`` attributes shared by a class's methods, helper functions of the same file
+that build and return it, ``model.layers[i]`` and ``model.get_layer("name")``, and models derived
+from it (``Model(base.input, head(base.output))`` holds the base's layers). Across files, through
+the project index (``lint.flow.project``): models and builders with BatchNormalization that another
+module of the project defines (imported, or left by a script this one continues), frozen there or
+not, and the unfreezes other modules apply to this module's models. Anything else whose origin lies
+outside the project (a loaded model, a hub layer) is not a model here: the rules prefer silence to a
+guess.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import libcst as cst
 
-from lint.frameworks.keras import BN_NAMES, is_bn_application, is_bn_class
+from lint.frameworks.keras import BN_NAME_TEXT, BN_NAMES, GRAPH_ATTRS, RECURSIVE_LAYER_ITERS, is_bn_application, is_bn_class
 from lint.names import ImportMap, dotted, keras_name
 from lint.nodes import children, names, walk
 
-_GRAPH_ATTRS = frozenset({"output", "outputs", "input", "inputs"})
-_RECURSIVE_LAYER_ITERS = frozenset({"submodules", "_flatten_layers"})
 
 
 def _is_keras(qualname: str | None, *names: str) -> bool:
@@ -43,6 +47,8 @@ class Model:
     label: str
     has_bn: bool
     layer_name: str | None = None
+    #: where a model built by another module of the project comes from ("models.py:12"), for messages
+    defined_at: str | None = None
     default_name: str | None = None
     children: list["Model"] = field(default_factory=list)
     #: ``Sequential`` layers in order (None for a plain layer); None when the order is unknown
@@ -72,6 +78,41 @@ class LayerOf:
     model: Model
 
 
+@dataclass(frozen=True, eq=False)
+class Either:
+    """Where two paths meet with different models bound to one name (``if pretrained: base = A()
+    else: base = B()``): the name may denote any of them, and what is done to it may be done to each."""
+
+    options: tuple
+
+
+def either(a, b):
+    """The join of two values bound to one name on two paths."""
+    if a is b or b is None:
+        return a
+    if a is None:
+        return b
+    options = []
+    for value in (a, b):
+        for option in value.options if isinstance(value, Either) else (value,):
+            if not any(option is o for o in options):
+                options.append(option)
+    return options[0] if len(options) == 1 else Either(tuple(options))
+
+
+def options_of(value) -> tuple:
+    return value.options if isinstance(value, Either) else (value,)
+
+
+@dataclass(eq=False)
+class Builder:
+    """A function or class of another module of the project that builds a Keras model with
+    BatchNormalization (``from yolo3.model import yolo_body``): each call is a new model."""
+
+    name: str
+    definition: object  # lint.flow.project.Definition
+
+
 @dataclass
 class Event:
     model: Model
@@ -82,12 +123,17 @@ class Event:
 
 @dataclass
 class Freeze(Event):
-    pass
+    #: only some of its layers: ``for layer in base.layers[:100]``, ``base.layers[i]`` (not a frozen base)
+    partial: bool = False
+    #: frozen in another module of the project, there ("xception_model.py:40"); ``node`` is its first use here
+    elsewhere: str = ""
 
 
 @dataclass
 class Unfreeze(Event):
     guarded: bool = False  # BatchNormalization kept frozen by the same statement/loop
+    partial: bool = False  # a slice of its layers (``for layer in base.layers[100:]``)
+    layer_of: bool = False  # set on a layer reached through it (``model.layers[2].trainable = True``)
     loop: cst.For | None = None
     loop_var: str | None = None
 
@@ -132,6 +178,25 @@ class _Scope:
             scope = scope.parent
         return None
 
+    def snapshot(self) -> tuple[dict, dict | None]:
+        return dict(self.vars), (dict(self.self_env) if self.self_env is not None else None)
+
+    def restore(self, saved: tuple[dict, dict | None]) -> None:
+        self.vars.clear()
+        self.vars.update(saved[0])
+        if self.self_env is not None and saved[1] is not None:
+            self.self_env.clear()
+            self.self_env.update(saved[1])
+
+    def join(self, other: tuple[dict, dict | None]) -> None:
+        """The other path meets this one: a name bound to different values on the two may denote
+        either (a name bound on one path only keeps that binding: it may be bound)."""
+        for mine, theirs in ((self.vars, other[0]), (self.self_env, other[1])):
+            if mine is None or theirs is None:
+                continue
+            for key in mine.keys() | theirs.keys():
+                mine[key] = either(mine.get(key), theirs.get(key))
+
     def bind(self, path: str, value: object) -> None:
         env = self.self_env if path.startswith("self.") and self.self_env is not None else self.vars
         if value is None:
@@ -146,14 +211,29 @@ class _Loop:
     var: str
     node: cst.For
     recursive: bool
+    sliced: bool = False  # over a slice of the layers (``base.layers[:100]``)
     bn_skipped: bool = False  # an ``if <is BN>: continue`` came earlier in the body
 
 
 class KerasModels:
     """The events of one file. Build once per file; rules query it."""
 
-    def __init__(self, module: cst.Module, imports: ImportMap, extra_factories: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        module: cst.Module,
+        imports: ImportMap,
+        extra_factories: Iterable[str] = (),
+        project: dict | None = None,
+        unfrozen_elsewhere: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
         self.imports = imports
+        #: the definitions this file imports from other modules of the project (``lint.flow.project``)
+        self.project = project or {}
+        self._unfrozen_elsewhere = unfrozen_elsewhere
+        self._module = module
+        self._imported: dict[str, object] = {}
+        self._stack: list[cst.FunctionDef] = []  # the functions being walked, innermost last
+        self._calls: dict[str, list[cst.Call]] | None = None
         self.extra_factories = tuple(extra_factories)
         self.events: list[Event] = []
         self._seq = 0
@@ -183,11 +263,33 @@ class KerasModels:
         return value if isinstance(value, Model) else None
 
     def is_frozen(self, model: Model) -> bool:
-        return any(e.model is model for e in self.of(Freeze))
+        """The model itself (all of its layers) was frozen: a slice of layers frozen is fine-tuning of the rest."""
+        return any(e.model is model and not e.partial for e in self.of(Freeze))
 
     def is_unfrozen(self, model: Model) -> bool:
         """Something in this file sets the model, a model that contains it, or layers of one, trainable again."""
         return any(model in set(e.model.lineage()) for e in self.of(Unfreeze))
+
+    def unfrozen_at(self, model: Model) -> str | None:
+        """Where the model (a model around it, or layers of one) is unfrozen without keeping its
+        BatchNormalization frozen: "" in this file, "train.py:40" in another module of the project
+        (``lint.flow.project.Project.unfrozen_elsewhere``), None nowhere.
+
+        An unfreeze guarded by ``isinstance(layer, BatchNormalization)`` or followed by a re-freeze
+        loop leaves BatchNormalization in inference mode: it does not make the base's mode matter."""
+        unfreezes = [e for e in self.of(Unfreeze) if model in set(e.model.lineage())]
+        if any(not e.guarded and not self.refrozen_after(e) for e in unfreezes):
+            return ""
+        if unfreezes or self._unfrozen_elsewhere is None:
+            return None
+        for name, where in self._unfrozen_elsewhere().items():
+            value = self.module_scope.vars.get(name)
+            fn = self._functions.get(name)
+            if fn is not None:
+                value = self._summaries.get(id(fn))
+            if isinstance(value, Model) and model in set(value.lineage()):
+                return where
+        return None
 
     def frozen_before(self, event: Unfreeze) -> bool:
         """The unfrozen model (a model around it, or a part of it) was frozen first in this file
@@ -200,6 +302,8 @@ class KerasModels:
         """
         unfrozen = set(event.model.lineage())
         for f in self.of(Freeze) + self.of(Refreeze):
+            if event.partial and isinstance(f, Freeze) and f.partial:
+                continue  # ``layers[:20]`` frozen, ``layers[20:]`` trainable: nothing frozen is unfrozen
             related = f.model in unfrozen or event.model in set(f.model.lineage())
             if related and (f.scope != event.scope or f.seq < event.seq):
                 return True
@@ -247,7 +351,11 @@ class KerasModels:
             return self._summaries.get(key)
         self._walked.add(key)
         scope = self._new_scope(self.module_scope, None)
-        self._block(_body(fn.body), scope, None)
+        self._stack.append(fn)
+        try:
+            self._block(_body(fn.body), scope, None)
+        finally:
+            self._stack.pop()
         result = next((r for r in scope.returns if isinstance(r, Model)), None)
         if result is None and scope.saw_bn_layer and scope.returns:
             result = Model(label=f"{fn.name.value}()", has_bn=True)
@@ -288,6 +396,8 @@ class KerasModels:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
                 self._small(small, stmt, scope, loop, guards)
+        elif isinstance(stmt, cst.BaseSmallStatement):  # the body of ``for i in range(n): x.trainable = False``
+            self._small(stmt, stmt, scope, loop, guards)
         elif isinstance(stmt, cst.For):
             self._for(stmt, scope, loop, guards)
         elif isinstance(stmt, cst.If):
@@ -295,9 +405,13 @@ class KerasModels:
             bn_test = self._mentions_bn_check(stmt.test)
             if loop is not None and bn_test and _only_continue(stmt.body):
                 loop.bn_skipped = True
+            before = scope.snapshot()
             self._block(_body(stmt.body), scope, loop, guards + ((bn_test),))
+            after_body = scope.snapshot()
+            scope.restore(before)
             if stmt.orelse is not None:
                 self._statement(stmt.orelse, scope, loop, guards + ((bn_test),))
+            scope.join(after_body)
         elif isinstance(stmt, cst.Else):
             self._block(_body(stmt.body), scope, loop, guards)
         elif isinstance(stmt, (cst.While, cst.With)):
@@ -351,16 +465,24 @@ class KerasModels:
     def _trainable(self, owner, value, line, scope: _Scope, loop: _Loop | None, guards: tuple) -> None:
         """``X.trainable = ...``: a freeze, an unfreeze, or a BatchNormalization re-freeze."""
         literal = value.value if isinstance(value, cst.Name) and value.value in ("True", "False") else None
+        if literal is None and isinstance(value, cst.Name):
+            literal = self._unoverridden_default(value.value)  # ``base.trainable = trainable`` (default False)
         bn_aware = any(guards) or (loop is not None and loop.bn_skipped) or self._mentions_bn_check(value)
         in_loop = loop is not None and dotted(owner) == loop.var
-        target = loop.model if in_loop else self._model_of(owner, scope)
-        if target is None:
-            return
+        parts = (None,) if in_loop else options_of(self._eval(owner, scope, record=False))
+        for part in parts:  # each model the name may denote on the paths that meet here
+            target = loop.model if in_loop else part.model if isinstance(part, LayerOf) else part
+            if isinstance(target, Model):
+                self._set_trainable(target, part, literal, bn_aware, in_loop, line, scope, loop)
+
+    def _set_trainable(self, target: Model, part, literal, bn_aware: bool, in_loop: bool, line, scope: _Scope,
+                       loop: _Loop | None) -> None:
+        partial = (in_loop and loop.sliced) or isinstance(part, LayerOf)
         if literal == "False":
             if in_loop and bn_aware:
                 self._record(Refreeze, target, line, scope, recursive=loop.recursive)
             else:
-                self._record(Freeze, target, line, scope)
+                self._record(Freeze, target, line, scope, partial=partial)
         elif literal == "True" or (literal is None and bn_aware):
             if in_loop and literal is None:  # trainable = not isinstance(layer, BatchNormalization)
                 self._record(Refreeze, target, line, scope, recursive=loop.recursive)
@@ -370,6 +492,8 @@ class KerasModels:
                 line,
                 scope,
                 guarded=bn_aware,
+                partial=in_loop and loop.sliced,
+                layer_of=isinstance(part, LayerOf),
                 loop=loop.node if in_loop else None,
                 loop_var=loop.var if in_loop else None,
             )
@@ -379,7 +503,7 @@ class KerasModels:
         var = _loop_var(stmt.target)
         if layers is not None and var is not None:
             model, recursive = layers
-            inner = _Loop(model=model, var=var, node=stmt, recursive=recursive)
+            inner = _Loop(model=model, var=var, node=stmt, recursive=recursive, sliced=_sliced(stmt.iter))
             self._block(_body(stmt.body), scope, inner, ())
         else:
             self._eval(stmt.iter, scope)
@@ -392,7 +516,7 @@ class KerasModels:
         if isinstance(node, cst.Call):
             if dotted(node.func) in ("enumerate", "reversed", "list") and node.args:
                 return self._layers_iter(node.args[0].value, scope)
-            if isinstance(node.func, cst.Attribute) and node.func.attr.value in _RECURSIVE_LAYER_ITERS:
+            if isinstance(node.func, cst.Attribute) and node.func.attr.value in RECURSIVE_LAYER_ITERS:
                 model = self._model_of(node.func.value, scope)
                 return (model, True) if model else None
             return None
@@ -415,32 +539,46 @@ class KerasModels:
             path = dotted(node)
             if path is not None:
                 found = scope.lookup(path)
+                if found is None and path in self.project:
+                    found = self._imported_model(path, node)
                 if found is not None:
                     self._values[id(node)] = found
                     return found
             if isinstance(node, cst.Attribute):
                 owner = self._eval(node.value, scope, record)
-                if isinstance(owner, (Model, LayerOf)) and node.attr.value in _GRAPH_ATTRS and record:
-                    model = owner.model if isinstance(owner, LayerOf) else owner
-                    self._record(GraphReuse, model, node, scope, attr=node.attr.value)
+                for option in options_of(owner):
+                    if isinstance(option, (Model, LayerOf)) and node.attr.value in GRAPH_ATTRS and record:
+                        model = option.model if isinstance(option, LayerOf) else option
+                        self._record(GraphReuse, model, node, scope, attr=node.attr.value)
+                        # A model built on this graph (``Model(base.input, head(base.output))``) holds its layers.
+                        scope.called.append(model)
             return None
         if isinstance(node, cst.Call):
             return self._call(node, scope, record)
+        if isinstance(node, cst.IfExp):  # ``A() if small else B()``: either
+            self._eval(node.test, scope, record)
+            return either(self._eval(node.body, scope, record), self._eval(node.orelse, scope, record))
         if isinstance(node, cst.Subscript):
             owner = node.value
             if isinstance(owner, cst.Attribute) and owner.attr.value == "layers":
-                model = self._eval(owner.value, scope, record)
-                if not isinstance(model, Model):
-                    return None
-                index, elements = _int_index(node), model.elements
-                if index is not None and elements and -len(elements) <= index < len(elements):
-                    return elements[index] or LayerOf(model)
-                return LayerOf(model)
+                found = None
+                for model in options_of(self._eval(owner.value, scope, record)):
+                    if isinstance(model, Model):
+                        found = either(found, self._layer(model, _int_index(node)))
+                return found
             self._eval(owner, scope, record)
             return None
         if record:
             self._visit_children(node, scope)
         return None
+
+    @staticmethod
+    def _layer(model: Model, index: int | None):
+        """``model.layers[index]``: the element of a ``Sequential`` where known, else a layer of the model."""
+        elements = model.elements
+        if index is not None and elements and -len(elements) <= index < len(elements):
+            return elements[index] or LayerOf(model)
+        return LayerOf(model)
 
     def _visit_children(self, node: cst.CSTNode, scope: _Scope) -> None:
         for child in children(node):
@@ -455,12 +593,25 @@ class KerasModels:
         callee = self._eval(func, scope, record)
         args = list(node.args)
 
-        if isinstance(callee, Model):
+        if isinstance(callee, Builder):
             if record:
                 for arg in args:
                     self._eval(arg.value, scope, record)
-                self._record(Call, callee, node, scope, training=_training_arg(args))
-                scope.called.append(callee)
+            d = callee.definition
+            built = Model(label=f"{callee.name}()", has_bn=True, defined_at=d.where,
+                          layer_name=_string_arg(args, "name", positional=False))
+            if d.frozen_at:
+                self._record_elsewhere(built, node, d.frozen_at)
+            return built
+
+        if isinstance(callee, (Model, Either)):
+            if record:
+                for arg in args:
+                    self._eval(arg.value, scope, record)
+                for option in options_of(callee):
+                    if isinstance(option, Model):
+                        self._record(Call, option, node, scope, training=_training_arg(args))
+                        scope.called.append(option)
             return None
 
         if isinstance(func, cst.Attribute) and func.attr.value in ("add", "get_layer"):
@@ -471,10 +622,11 @@ class KerasModels:
                     return (owner.named(name) if name else None) or LayerOf(owner)
                 if record and args:
                     added = self._eval(args[0].value, scope, record)
-                    if isinstance(added, Model) and owner not in set(added.lineage()):
-                        owner.children.append(added)
-                        self._record(Placement, added, args[0].value, scope)
-                    elif self._is_bn_layer_call(args[0].value):
+                    placed = [o for o in options_of(added) if isinstance(o, Model) and owner not in set(o.lineage())]
+                    for option in placed:
+                        owner.children.append(option)
+                        self._record(Placement, option, args[0].value, scope)
+                    if not placed and self._is_bn_layer_call(args[0].value):
                         owner.has_bn = True
                     if owner.elements is not None:
                         owner.elements.append(added if isinstance(added, Model) else None)
@@ -511,6 +663,58 @@ class KerasModels:
                 return result
         return None
 
+    def _imported_model(self, name: str, node: cst.CSTNode):
+        """A Keras model (or builder of one) with BatchNormalization that another module of the project
+        defines, by the name this file uses for it: one value per name. A module-level model frozen
+        there gets its freeze recorded at its first use here (the evidence names the other file)."""
+        if name in self._imported:
+            return self._imported[name]
+        d = self.project[name]
+        value = None
+        if getattr(d, "framework", "") == "keras" and d.is_model and d.has_bn:
+            if d.kind == "variable":
+                value = Model(label=name, has_bn=True, defined_at=d.where)
+                if d.frozen_at:
+                    self._record_elsewhere(value, node, d.frozen_at)
+            else:
+                value = Builder(name, d)
+        self._imported[name] = value
+        return value
+
+    def _record_elsewhere(self, model: Model, node: cst.CSTNode, where: str) -> None:
+        # Scope 0 is no scope of this file: another module froze it before anything here runs.
+        self._seq += 1
+        self.events.append(Freeze(model=model, node=node, scope=0, seq=self._seq, elsewhere=where))
+
+    def _unoverridden_default(self, name: str) -> str | None:
+        """"True"/"False": ``name`` is a parameter of the function being walked whose default is that
+        literal and that no call in this file passes (``def build(trainable=False): base.trainable = trainable``)."""
+        fn = self._stack[-1] if self._stack else None
+        if fn is None:
+            return None
+        params = list(fn.params.params)
+        for index, param in enumerate(params + list(fn.params.kwonly_params)):
+            default = param.default
+            if param.name.value != name or not (isinstance(default, cst.Name) and default.value in ("True", "False")):
+                continue
+            for call in self._calls_of(fn.name.value):
+                positional = [a for a in call.args if a.keyword is None]
+                if any(a.star for a in call.args) or (index < len(params) and len(positional) > index):
+                    return None
+                if any(a.keyword is not None and a.keyword.value == name for a in call.args):
+                    return None
+            return default.value
+        return None
+
+    def _calls_of(self, function: str) -> list[cst.Call]:
+        if self._calls is None:
+            self._calls = {}
+            for n in walk(self._module):
+                if isinstance(n, cst.Call) and isinstance(n.func, (cst.Name, cst.Attribute)):
+                    last = n.func.value if isinstance(n.func, cst.Name) else n.func.attr.value
+                    self._calls.setdefault(last, []).append(n)
+        return self._calls.get(function, [])
+
     def _sequential(self, args, scope: _Scope, node) -> Model:
         model = Model(label="Sequential", has_bn=False, elements=[],
                       layer_name=_string_arg(args, "name", positional=False))
@@ -522,10 +726,11 @@ class KerasModels:
                 ):
                     continue  # ``model.layers`` does not list the input layer
                 value = self._eval(element.value, scope, record=False)
-                if isinstance(value, Model):
-                    model.children.append(value)
-                    self._record(Placement, value, element.value, scope)
-                elif self._is_bn_layer_call(element.value):
+                placed = [o for o in options_of(value) if isinstance(o, Model)]
+                for option in placed:
+                    model.children.append(option)
+                    self._record(Placement, option, element.value, scope)
+                if not placed and self._is_bn_layer_call(element.value):
                     model.has_bn = True
                 model.elements.append(value if isinstance(value, Model) else None)
         elif layers is not None:
@@ -544,12 +749,19 @@ class KerasModels:
         if self._mentions_bn(node):
             return True
         for n in walk(node):
-            if isinstance(n, cst.SimpleString) and re.search(r"batch_?norm|\bbn\b", n.value, re.IGNORECASE):
+            if isinstance(n, cst.SimpleString) and BN_NAME_TEXT.search(n.value):
                 return True
         return False
 
 
 # -- small helpers -------------------------------------------------------------------------
+
+
+def _sliced(node) -> bool:
+    """``m.layers[:100]`` (also inside ``enumerate(...)``): a slice of the layers, not all of them."""
+    while isinstance(node, cst.Call) and node.args:
+        node = node.args[0].value
+    return isinstance(node, cst.Subscript) and any(isinstance(e.slice, cst.Slice) for e in node.slice)
 
 
 def _walk_statements(body, in_class: bool = False) -> Iterator[tuple[cst.CSTNode, bool]]:
