@@ -24,10 +24,18 @@ class FrozenBackboneBatchNormUpdates(Rule):
     modules after `.train()`, no `FrozenBatchNorm2d`, no override of `train()` that puts them
     back in eval mode.
 
+    A pretrained part that a model's `forward` runs under `torch.no_grad()` (`with
+    torch.no_grad(): feats = self.cnn(x)`, `self.cnn` built with `weights=`/`pretrained=True`)
+    is frozen in effect and counts the same way.
+
     Helpers of the same file are followed with the caller's values (`freeze(model)`,
-    `train_one_epoch(model, ...)`, `model.train()` of a class that overrides `train()`); a
-    model whose training happens in another file (a Lightning `Trainer`, a parameter nobody
-    passes here) is not reported.
+    `train_one_epoch(model, ...)`, `model.train()` of a class that overrides `train()`).
+    Across the project: a class of another module that freezes its own backbone (in
+    `__init__`, directly or through one of its methods such as `fine_tune()`, or when that
+    method is called here) or runs a pretrained part under `no_grad`, a module-level model
+    frozen in another module, a training function of another module; the message names where
+    the model is defined and frozen. A model whose training happens out of sight (a Lightning
+    `Trainer`, a parameter nobody passes here) is not reported.
 
     ## Why is this bad?
     `requires_grad = False` stops the gradient, not the running-statistics update. In
