@@ -58,3 +58,20 @@ def class_weights(value: Any) -> dict | None:
     if value is not None and not isinstance(value, dict):
         raise BNCheckTypeError(f"class_weight must be a dict {{class index: weight}} or None, got {value!r} ({type(value).__name__})")
     return value
+
+
+#: What ``@pytest.mark.bn_consistency(...)`` takes.
+MARKER_OPTIONS = ("atol", "rtol", "audit", "mode")
+
+
+def marker(where: str, args: tuple, kwargs: dict, modes: tuple[str, ...]) -> None:
+    """The marker's arguments: keywords only, known ones, each of its type (one line naming the bad one)."""
+    if args:
+        raise BNCheckInputError(f"{where} takes keyword arguments only ({', '.join(MARKER_OPTIONS)}), got {args!r}")
+    unknown = sorted(set(kwargs) - set(MARKER_OPTIONS))
+    if unknown:
+        raise BNCheckInputError(f"{where} got unknown argument(s) {', '.join(unknown)}; it takes {', '.join(MARKER_OPTIONS)}")
+    for key in ("atol", "rtol"):
+        tolerance(f"{where}: {key}", kwargs.get(key))
+    flag(f"{where}: audit", kwargs.get("audit", True))
+    choice(f"{where}: mode", kwargs.get("mode"), modes)

@@ -85,24 +85,11 @@ def _marker_options(node: Any) -> dict:
     return dict(marker.kwargs) if marker is not None else {}
 
 
-MARKER_OPTIONS = ("atol", "rtol", "audit", "mode")
-
-
 def validate_marker(node: Any) -> None:
     """One line naming the marker's bad argument (raised before the test runs)."""
     marker = node.get_closest_marker(MARKER)
-    if marker is None:
-        return
-    where = f"@pytest.mark.{MARKER}"
-    if marker.args:
-        raise BNCheckInputError(f"{where} takes keyword arguments only ({', '.join(MARKER_OPTIONS)}), got {marker.args!r}")
-    unknown = sorted(set(marker.kwargs) - set(MARKER_OPTIONS))
-    if unknown:
-        raise BNCheckInputError(f"{where} got unknown argument(s) {', '.join(unknown)}; it takes {', '.join(MARKER_OPTIONS)}")
-    for key in ("atol", "rtol"):
-        arguments.tolerance(f"{where}: {key}", marker.kwargs.get(key))
-    arguments.flag(f"{where}: audit", marker.kwargs.get("audit", True))
-    arguments.choice(f"{where}: mode", marker.kwargs.get("mode"), MODES)
+    if marker is not None:
+        arguments.marker(f"@pytest.mark.{MARKER}", marker.args, marker.kwargs, MODES)
 
 
 @pytest.hookimpl(tryfirst=True)

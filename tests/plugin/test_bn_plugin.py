@@ -169,3 +169,17 @@ def test_tolerance_sources_in_precedence_order(pytester: pytest.Pytester):
     config = pytester.parseconfigure("--bn-rtol", "0.2")
     assert resolve(*tolerance_sources(config, None)) == Tolerance(0.3, 0.2)
     assert resolve(*tolerance_sources(config, None, {"atol": 0.01})) == Tolerance(0.01, 0.2)
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((0.1,), {}, "@pytest.mark.bn_consistency takes keyword arguments only (atol, rtol, audit, mode), got (0.1,)"),
+    ((), {"tol": 0.1}, "@pytest.mark.bn_consistency got unknown argument(s) tol; it takes atol, rtol, audit, mode"),
+    ((), {"atol": "big"}, "@pytest.mark.bn_consistency: atol"),
+])
+def test_marker_arguments_are_checked_in_one_line(args, kwargs, message):
+    from pytest_bncheck import arguments
+    from pytest_bncheck.errors import BNCheckInputError
+
+    with pytest.raises(BNCheckInputError) as raised:
+        arguments.marker("@pytest.mark.bn_consistency", args, kwargs, ("fail", "warn"))
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
