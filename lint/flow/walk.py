@@ -45,7 +45,7 @@ from lint.flow.events import (
     ModeOverwrite,
     ModeSet,
 )
-from lint.flow.keras_model_walk import KerasModelWalk, ModelEvents
+from lint.flow.keras_models import KerasModels, KerasModelWalk
 from lint.flow.layers import KerasLayerWalk
 from lint.flow.layers import training_arg as _training_arg
 from lint.flow.values import (
@@ -90,7 +90,7 @@ class _Frame:
         self.vars: dict[str, object] = {}
         self.self_obj = self_obj
         self.returns: list[object] = []
-        # the Keras-model part (``lint.flow.keras_model_walk``): model values by dotted path, returned, called
+        # the Keras-model part (``lint.flow.keras_models``): model values by dotted path, returned, called
         self.kvars: dict[str, object] = {}
         self.kreturns: list[object] = []
         self.kcalled: list[object] = []
@@ -110,7 +110,7 @@ class Flow(KerasLayerWalk, KerasModelWalk):
     """The module values and events of one file. Build once per file; rules query it."""
 
     def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None,
-                 extra_models: tuple[str, ...] = (), unfrozen_elsewhere=None, keras_models: bool = False) -> None:
+                 extra_models: tuple[str, ...] = (), unfrozen_elsewhere=None, keras_models: bool = True) -> None:
         self.imports = imports
         #: names of this module that other modules of the project unfreeze (``Project.unfrozen_elsewhere``)
         self.unfrozen_elsewhere = unfrozen_elsewhere
@@ -187,9 +187,9 @@ class Flow(KerasLayerWalk, KerasModelWalk):
         return [e for e in self.events if type(e) is kind]
 
     @cached_property
-    def model_events(self) -> ModelEvents:
-        """The Keras-model queries over the model events of this walk (recorded with ``keras_models=True``)."""
-        return ModelEvents(self, self.unfrozen_elsewhere)
+    def keras_models(self) -> KerasModels:
+        """The Keras-model facts (BN001-BN003): queries over the model events of this walk."""
+        return KerasModels(self, self.unfrozen_elsewhere)
 
     def module_at(self, node: cst.CSTNode) -> ModuleValue | None:
         """The module a name or attribute denoted where it stands (``model`` in ``model.train()``)."""
@@ -222,7 +222,7 @@ class Flow(KerasLayerWalk, KerasModelWalk):
         for stmt in module.body:
             self._collect_def(stmt)
         self._called_names: set[str] = set()  # ``helper(...)``: functions called somewhere in the file
-        self._sets_trainable = False  # ``X.trainable = ...`` somewhere (``lint.flow.keras_model_walk``)
+        self._sets_trainable = False  # ``X.trainable = ...`` somewhere (``lint.flow.keras_models``)
         for node in walk(module):
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
                 self._called_names.add(node.func.value)
