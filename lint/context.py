@@ -11,7 +11,6 @@ from lint.names import ImportMap
 
 if TYPE_CHECKING:
     from lint.config import Settings
-    from lint.flow.keras_models import KerasModels
     from lint.flow.walk import Flow
 
 
@@ -23,6 +22,7 @@ class FileContext:
         settings: "Settings",
         project: dict | None = None,
         unfrozen_elsewhere: "Callable[[], dict[str, str]] | None" = None,
+        keras_models: bool = True,
     ) -> None:
         self.path = path
         self.module = module
@@ -32,6 +32,8 @@ class FileContext:
         #: names of this module that other modules of the project unfreeze, asked only when needed
         #: (``lint.flow.project.Project.unfrozen_elsewhere``)
         self.unfrozen_elsewhere = unfrozen_elsewhere
+        #: some rule checking this file queries the Keras model events (``Rule.queries_keras_models``)
+        self.keras_models = keras_models
 
     @property
     def target(self):
@@ -40,13 +42,6 @@ class FileContext:
     @cached_property
     def imports(self) -> ImportMap:
         return ImportMap(self.module)
-
-    @cached_property
-    def keras_models(self) -> "KerasModels":
-        from lint.flow.keras_models import KerasModels
-
-        return KerasModels(self.module, self.imports, self.settings.extra_batchnorm_models, self.project,
-                           self.unfrozen_elsewhere)
 
     @cached_property
     def assignments(self) -> list[tuple[cst.BaseExpression, cst.BaseExpression]]:
@@ -66,7 +61,8 @@ class FileContext:
     def flow(self) -> "Flow":
         from lint.flow.walk import Flow
 
-        return Flow(self.module, self.imports, self.path, self.project, self.settings.extra_batchnorm_models)
+        return Flow(self.module, self.imports, self.path, self.project, self.settings.extra_batchnorm_models,
+                    self.unfrozen_elsewhere, self.keras_models)
 
     @property
     def is_test_file(self) -> bool:

@@ -267,7 +267,8 @@ def _violations(path, module, settings, rules: list[Rule], lines, project=None, 
 
     from lint.context import FileContext
 
-    ctx = FileContext(path, module, settings, project, elsewhere)
+    ctx = FileContext(path, module, settings, project, elsewhere,
+                      keras_models=any(rule.queries_keras_models for rule in rules))
     raw = [(rule, v) for rule in rules for v in rule.check(ctx)]
     if not raw:
         return []

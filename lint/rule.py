@@ -83,6 +83,9 @@ class Rule:
     #: an inference rule: unit tests run BatchNorm in training mode on purpose, so test files
     #: (``tests/``, ``test_*.py``, ``*_test.py``, ``conftest.py``) are not even parsed for it
     skips_tests: ClassVar[bool] = False
+    #: the rule queries the Keras model events (``FileContext.flow.keras_models``): the walk records
+    #: them only for a file that some such rule checks
+    queries_keras_models: ClassVar[bool] = False
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[Invalid]] = []
 

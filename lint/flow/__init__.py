@@ -12,5 +12,7 @@
 - ``walk``: the walk over one file with PyTorch's semantics (from ``lint.frameworks.torch``);
 - ``layers``: its Keras-layer part (layer values, ``training`` arguments and defaults, Dropout
   feeding BatchNormalization, the learning-phase API, ``fit()`` batch sizes);
+- ``keras_models``: its Keras-model part (models frozen, unfrozen, re-frozen, called, placed in a
+  ``Sequential``, their graph reused: what BN001-BN003 query);
 - ``keras_steps``: custom Keras training steps and the model calls inside them (BN008).
 """

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from lint.flow.values import TRAIN, UNKNOWN_MODE, Loader, Mode, ModuleValue
+from lint.flow.values import TRAIN, UNKNOWN_MODE, KerasModel, Loader, Mode, ModuleValue
 
 
 @dataclass
@@ -145,3 +145,58 @@ class KerasFit(Event):
 
     batch_size: int | None = None
     batched_by: int | None = None
+
+
+# -- Keras models (BN001-BN003; recorded by ``lint.flow.keras_models``) ------------------------
+
+
+@dataclass
+class ModelEvent:
+    """What the program does to a Keras model value. ``scope`` is the walk of one function (0: another
+    module of the project); order within one scope is ``seq``."""
+
+    model: KerasModel
+    node: cst.CSTNode
+    scope: int
+    seq: int
+
+
+@dataclass
+class ModelFreeze(ModelEvent):
+    #: only some of its layers: ``for layer in base.layers[:100]``, ``base.layers[i]`` (not a frozen base)
+    partial: bool = False
+    #: frozen in another module of the project, there ("xception_model.py:40"); ``node`` is its first use here
+    elsewhere: str = ""
+
+
+@dataclass
+class ModelUnfreeze(ModelEvent):
+    guarded: bool = False  # BatchNormalization kept frozen by the same statement/loop
+    partial: bool = False  # a slice of its layers (``for layer in base.layers[100:]``)
+    layer_of: bool = False  # set on a layer reached through it (``model.layers[2].trainable = True``)
+    loop: cst.For | None = None
+    loop_var: str | None = None
+
+
+@dataclass
+class Refreeze(ModelEvent):
+    """A loop that puts the BatchNormalization layers of a model back to ``trainable = False``."""
+
+    recursive: bool = False  # iterates nested layers too
+
+
+@dataclass
+class ModelCall(ModelEvent):
+    training: str = "absent"  # "absent" | "true" | "false" | "other"
+
+
+@dataclass
+class Placement(ModelEvent):
+    """Placed in a ``Sequential`` (its list or ``add``)."""
+
+
+@dataclass
+class GraphReuse(ModelEvent):
+    """Its graph reused through ``.output``/``.input`` (``Model(base.input, head(base.output))``)."""
+
+    attr: str = "output"

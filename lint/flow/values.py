@@ -9,6 +9,7 @@ Where two paths meet, sets are joined (union): nothing collapses to "unknown" on
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -210,3 +211,80 @@ def join_layers(a: ModuleValue, b: ModuleValue) -> ModuleValue:
     has_bn = a.has_bn if a.has_bn == b.has_bn else None
     return ModuleValue(f"{a.label} or {b.label}", has_bn, origin=a.origin, framework="keras",
                        has_dropout=a.has_dropout or b.has_dropout, layers=a.layers | b.layers)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@dataclass(eq=False)
+class KerasModel:
+    """A Keras model value (BN001-BN003). ``children`` are the models placed or called inside it."""
+
+    label: str
+    has_bn: bool
+    layer_name: str | None = None
+    #: where a model built by another module of the project comes from ("models.py:12"), for messages
+    defined_at: str | None = None
+    default_name: str | None = None
+    children: list["KerasModel"] = field(default_factory=list)
+    #: ``Sequential`` layers in order (None for a plain layer); None when the order is unknown
+    elements: list["KerasModel | None"] | None = None
+
+    def contains_bn(self) -> bool:
+        return self.has_bn or any(c.contains_bn() for c in self.children)
+
+    def lineage(self) -> Iterator["KerasModel"]:
+        yield self
+        for child in self.children:
+            yield from child.lineage()
+
+    def named(self, name: str) -> "KerasModel | None":
+        for child in self.children:
+            if child.layer_name == name or (
+                child.layer_name is None and child.default_name and _normal(name).startswith(child.default_name)
+            ):
+                return child
+        return None
+
+
+@dataclass(eq=False)
+class LayerOf:
+    """A layer (or an unknown slice of layers) inside a Keras model's graph."""
+
+    model: KerasModel
+
+
+@dataclass(frozen=True, eq=False)
+class Either:
+    """Where two paths meet with different Keras models bound to one name (``if pretrained: base = A()
+    else: base = B()``): the name may denote any of them, and what is done to it may be done to each."""
+
+    options: tuple
+
+
+def either(a, b):
+    """The join of two Keras model values bound to one name on two paths."""
+    if a is b or b is None:
+        return a
+    if a is None:
+        return b
+    options = []
+    for value in (a, b):
+        for option in value.options if isinstance(value, Either) else (value,):
+            if not any(option is o for o in options):
+                options.append(option)
+    return options[0] if len(options) == 1 else Either(tuple(options))
+
+
+def options_of(value) -> tuple:
+    return value.options if isinstance(value, Either) else (value,)
+
+
+@dataclass(eq=False)
+class Builder:
+    """A function or class of another module of the project that builds a Keras model with
+    BatchNormalization (``from yolo3.model import yolo_body``): each call is a new model."""
+
+    name: str
+    definition: object  # lint.flow.project.Definition

@@ -29,6 +29,8 @@ silent on it. Framework knowledge comes from ``lint.frameworks``.
 
 from __future__ import annotations
 
+import itertools
+from functools import cached_property
 
 import libcst as cst
 
@@ -43,6 +45,7 @@ from lint.flow.events import (
     ModeOverwrite,
     ModeSet,
 )
+from lint.flow.keras_models import KerasModels, KerasModelWalk
 from lint.flow.layers import KerasLayerWalk
 from lint.flow.layers import training_arg as _training_arg
 from lint.flow.values import (
@@ -71,10 +74,14 @@ _INLINE_BUDGET = 500  # helper walks per file: call sites fan out, the walk must
 EITHER = "train|eval"
 _LITERAL_NAMES = {"True": True, "False": False, "None": None}
 _TENSOR_TO_PYTHON = frozenset({"item", "size", "tolist", "numpy", "dim", "numel", "sum", "mean", "max", "min"})
+_ASSIGNMENTS = frozenset({cst.Assign, cst.AnnAssign, cst.AugAssign})
 _UNROLL = 8  # ``for phase in ["train", "val"]``: lists of constants this long are walked element by element
 
 
 # -- the walk ---------------------------------------------------------------------------------
+
+
+_IDENTS = itertools.count(1)
 
 
 class _Frame:
@@ -83,6 +90,12 @@ class _Frame:
         self.vars: dict[str, object] = {}
         self.self_obj = self_obj
         self.returns: list[object] = []
+        # the Keras-model part (``lint.flow.keras_models``): model values by dotted path, returned, called
+        self.kvars: dict[str, object] = {}
+        self.kreturns: list[object] = []
+        self.kcalled: list[object] = []
+        self.ksaw_bn = False
+        self.ident = next(_IDENTS)
 
     def lookup(self, name: str):
         frame: _Frame | None = self
@@ -93,12 +106,14 @@ class _Frame:
         return None
 
 
-class Flow(KerasLayerWalk):
+class Flow(KerasLayerWalk, KerasModelWalk):
     """The module values and events of one file. Build once per file; rules query it."""
 
     def __init__(self, module: cst.Module, imports: ImportMap, path: str = "", project: dict | None = None,
-                 extra_models: tuple[str, ...] = ()) -> None:
+                 extra_models: tuple[str, ...] = (), unfrozen_elsewhere=None, keras_models: bool = True) -> None:
         self.imports = imports
+        #: names of this module that other modules of the project unfreeze (``Project.unfrozen_elsewhere``)
+        self.unfrozen_elsewhere = unfrozen_elsewhere
         self.extra_models = tuple(extra_models)  # ``extra-batchnorm-models``: factories the user says build BatchNorm
         self.project = project or {}  # dotted name -> lint.flow.project.Definition of another module
         self.events: list[Event] = []
@@ -131,6 +146,7 @@ class Flow(KerasLayerWalk):
         self._nested: list[cst.FunctionDef] = []  # functions defined inside functions, as the walk meets them
         self._init_layers()
         self._collect(module)
+        self._init_models(keras_models)
         self._module_classes = self._find_module_classes()
         self._bn_classes = self._find_bn_classes()
         # By definition, not by name: a notebook's second ``class Net`` may add the BatchNorm its first lacked.
@@ -170,6 +186,11 @@ class Flow(KerasLayerWalk):
         """Every event of one kind, one per walk (the same node may come up from several call sites)."""
         return [e for e in self.events if type(e) is kind]
 
+    @cached_property
+    def keras_models(self) -> KerasModels:
+        """The Keras-model facts (BN001-BN003): queries over the model events of this walk."""
+        return KerasModels(self, self.unfrozen_elsewhere)
+
     def module_at(self, node: cst.CSTNode) -> ModuleValue | None:
         """The module a name or attribute denoted where it stands (``model`` in ``model.train()``)."""
         return self._values.get(id(node))
@@ -201,9 +222,13 @@ class Flow(KerasLayerWalk):
         for stmt in module.body:
             self._collect_def(stmt)
         self._called_names: set[str] = set()  # ``helper(...)``: functions called somewhere in the file
+        self._sets_trainable = False  # ``X.trainable = ...`` somewhere (``lint.flow.keras_models``)
         for node in walk(module):
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
                 self._called_names.add(node.func.value)
+            elif type(node) in _ASSIGNMENTS and not self._sets_trainable:
+                targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+                self._sets_trainable = any(isinstance(t, cst.Attribute) and t.attr.value == "trainable" for t in targets)
             elif isinstance(node, cst.Name) and node.value == "FrozenBatchNorm2d" or (
                 isinstance(node, cst.SimpleString) and "FrozenBatchNorm" in node.value
             ):
@@ -315,34 +340,22 @@ class Flow(KerasLayerWalk):
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
                 self._small(small, frame, bn_guard)
+                self._ksmall(small, stmt, frame)
+        elif isinstance(stmt, cst.BaseSmallStatement):  # the body of ``for l in m.layers: l.trainable = False``
+            self._ksmall(stmt, stmt, frame)
         elif isinstance(stmt, cst.If):
             self._eval(stmt.test, frame)
-            certain = self._truth(stmt.test, frame)
-            if certain is not None:  # ``if False:``, ``if phase == "train":`` in the "val" iteration: one branch runs
-                if certain:
-                    self._block(_body(stmt.body), frame, bn_guard)
-                else:
-                    self._orelse(stmt, frame, bn_guard)
-                return
-            guard = bool(pt.BN_TEST.search(_code(stmt.test)))
-            before, vars_before = dict(self._state), dict(frame.vars)
-            self._guard_depth += guard
-            self._conditions.append((stmt.test, True))
-            self._block(_body(stmt.body), frame, bn_guard or guard)
-            self._conditions.pop()
-            self._guard_depth -= guard
-            after_if, vars_after_if = self._state, dict(frame.vars)
-            if guard:  # ``if isinstance(m, nn.BatchNorm2d): m.eval()`` acts on the BatchNorm modules only
-                return
-            self._state = before
-            frame.vars = dict(vars_before)
-            self._conditions.append((stmt.test, False))
-            self._orelse(stmt, frame, bn_guard)
-            self._conditions.pop()
-            self._state = join_states(after_if, self._state)
-            frame.vars = _join_vars(vars_after_if, frame.vars)
+            kguards = self._kif_enter(stmt, frame)
+            try:
+                self._if(stmt, frame, bn_guard)
+            finally:
+                self._kguards = kguards
         elif isinstance(stmt, (cst.For, cst.While)):
-            self._loop(stmt, frame, bn_guard)
+            saved = self._kloop_enter(stmt, frame)
+            try:
+                self._loop(stmt, frame, bn_guard)
+            finally:
+                self._kloop, self._kguards = saved
         elif isinstance(stmt, cst.With):
             pushed = 0
             for item in stmt.items:
@@ -356,6 +369,7 @@ class Flow(KerasLayerWalk):
                     pushed += 1
                 else:
                     self._eval(item.item, frame)
+                self._kwith_item(item.item, frame)
             taped = self._enter_tape(stmt)
             self._block(_body(stmt.body), frame, bn_guard)
             self._tape_depth -= taped
@@ -377,6 +391,36 @@ class Flow(KerasLayerWalk):
                 self._functions[stmt.name.value] = stmt
         elif isinstance(stmt, cst.ClassDef) and frame is self._top:
             self._classes[stmt.name.value] = stmt
+
+    def _if(self, stmt: cst.If, frame: _Frame, bn_guard: bool) -> None:
+        certain = self._truth(stmt.test, frame)
+        if certain is not None:  # ``if False:``, ``if phase == "train":`` in the "val" iteration: one branch runs
+            if certain:
+                self._block(_body(stmt.body), frame, bn_guard)
+            else:
+                self._orelse(stmt, frame, bn_guard)
+            return
+        guard = bool(pt.BN_TEST.search(_code(stmt.test)))
+        before, vars_before = dict(self._state), dict(frame.vars)
+        kbefore = self._ksnapshot(frame)
+        self._guard_depth += guard
+        self._conditions.append((stmt.test, True))
+        self._block(_body(stmt.body), frame, bn_guard or guard)
+        self._conditions.pop()
+        self._guard_depth -= guard
+        after_if, vars_after_if = self._state, dict(frame.vars)
+        kafter = self._ksnapshot(frame)
+        if guard:  # ``if isinstance(m, nn.BatchNorm2d): m.eval()`` acts on the BatchNorm modules only
+            return
+        self._state = before
+        frame.vars = dict(vars_before)
+        self._krestore(frame, kbefore)
+        self._conditions.append((stmt.test, False))
+        self._orelse(stmt, frame, bn_guard)
+        self._conditions.pop()
+        self._state = join_states(after_if, self._state)
+        frame.vars = _join_vars(vars_after_if, frame.vars)
+        self._kjoin(frame, kafter)
 
     def _orelse(self, stmt: cst.If, frame: _Frame, bn_guard: bool) -> None:
         if stmt.orelse is None:
@@ -1073,9 +1117,11 @@ class Flow(KerasLayerWalk):
         self._stack.append(fn)
         if call is not None:
             self._via.append(call)
+        ksaved = self._kfunction_enter()
         try:
             self._block(_body(fn.body), inner, False)
         finally:
+            self._kfunction_exit(ksaved, fn, inner, call)
             self._stack.pop()
             if call is not None:
                 self._via.pop()

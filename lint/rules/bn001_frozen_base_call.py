@@ -7,7 +7,7 @@ import libcst as cst
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
 from lint.frameworks.torch import is_random_tensor
-from lint.flow.keras_models import Call, GraphReuse
+from lint.flow.events import GraphReuse, ModelCall
 from lint.nodes import children
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
 from lint.rules._keras_advice import keep_frozen_too, unfrozen_note, when_it_bites
@@ -85,6 +85,7 @@ class FrozenBaseWithoutTrainingFalse(Rule):
     project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
     framework = "keras"
     summary = "Frozen BatchNormalization base used without `training=False`"
+    queries_keras_models = True
     prefilter = ((assignment("trainable", "False"),), BN_MODEL_TOKENS)
     fixable = True
 
@@ -371,9 +372,9 @@ model.trainable = True
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        models = ctx.keras_models
+        models = ctx.flow.keras_models
         seen: set[int] = set()  # a name that may denote two bases (bound on two paths) is reported once
-        for event in models.of(Call):
+        for event in models.of(ModelCall):
             if id(event.node) in seen:
                 continue
             if event.training == "absent" and _on_concrete_batch(ctx, event.node):
@@ -402,7 +403,7 @@ model.trainable = True
                     f"`base(inputs, training=False)` instead{keep_frozen_too(ctx.target)}{note[1]}",
                 )
 
-    def _call(self, ctx: FileContext, event: Call, note: tuple[str, str]) -> Violation:
+    def _call(self, ctx: FileContext, event: ModelCall, note: tuple[str, str]) -> Violation:
         node: cst.Call = event.node
         name = ctx.code(node.func)
         how = "with training=True" if event.training == "true" else "without training=False"

@@ -4,7 +4,7 @@ from typing import Iterator
 
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
-from lint.flow.keras_models import Placement
+from lint.flow.events import Placement
 from lint.rule import Invalid, Rule, Severity, Violation, assignment
 from lint.rules._keras_advice import keep_frozen_too, unfrozen_note, when_it_bites
 
@@ -63,6 +63,7 @@ class FrozenBaseInSequential(Rule):
     project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
     framework = "keras"
     summary = "Frozen BatchNormalization base inside `Sequential`"
+    queries_keras_models = True
     prefilter = ((assignment("trainable", "False"),), ("Sequential", ".add("), BN_MODEL_TOKENS)
 
     VALID = [
@@ -149,7 +150,7 @@ model.trainable = True
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        models = ctx.keras_models
+        models = ctx.flow.keras_models
         seen: set[int] = set()  # a name that may denote two bases (bound on two paths) is reported once
         for event in models.of(Placement):
             if id(event.node) in seen or not (event.model.contains_bn() and models.is_frozen(event.model)):

@@ -7,7 +7,9 @@ import libcst as cst
 
 from lint.context import FileContext
 from lint.frameworks.keras import BN_MODEL_TOKENS
-from lint.flow.keras_models import Freeze, KerasModels, Model, Unfreeze
+from lint.flow.events import ModelFreeze, ModelUnfreeze
+from lint.flow.keras_models import KerasModels
+from lint.flow.values import KerasModel
 from lint.frameworks.keras import is_bn_class
 from lint.names import ImportMap, keras_name
 from lint.rule import Fix, Invalid, Rule, Severity, Violation, assignment
@@ -82,6 +84,7 @@ class BatchNormUnfrozenForFineTuning(Rule):
     project_wide = True  # a base unfrozen (BN001/BN002) or built and frozen (BN003) in another module
     framework = "keras"
     summary = "BatchNormalization layers unfrozen for fine-tuning"
+    queries_keras_models = True
     prefilter = ((assignment("trainable", "True"),), BN_MODEL_TOKENS)
     fixable = True
 
@@ -275,9 +278,9 @@ model.get_layer("resnet50").trainable = True
     ]
 
     def check(self, ctx: FileContext) -> Iterator[Violation]:
-        models = ctx.keras_models
+        models = ctx.flow.keras_models
         seen: set[int] = set()
-        for event in models.of(Unfreeze):
+        for event in models.of(ModelUnfreeze):
             if event.guarded or id(event.node) in seen or not event.model.contains_bn():
                 continue
             if not models.frozen_before(event) or models.refrozen_after(event) or _protected(models, event.model, ctx):
@@ -286,7 +289,7 @@ model.get_layer("resnet50").trainable = True
             yield Violation(event.node, _message(ctx, event), _fix(ctx, event))
 
 
-def _protected(models: KerasModels, model: Model, ctx: FileContext) -> bool:
+def _protected(models: KerasModels, model: KerasModel, ctx: FileContext) -> bool:
     """Keras 2 / fixed Keras 3: ``training=False`` on every use keeps BatchNormalization in inference mode."""
     if not ctx.target.training_false_protects:
         return False
@@ -294,7 +297,7 @@ def _protected(models: KerasModels, model: Model, ctx: FileContext) -> bool:
     return bool(bearers) and all(models.only_called_with_training_false(m) for m in bearers)
 
 
-def _message(ctx: FileContext, event: Unfreeze) -> str:
+def _message(ctx: FileContext, event: ModelUnfreeze) -> str:
     if event.loop is not None:
         owner, what = ctx.code(event.loop.iter), f"layers of the {event.model.label} base"
     elif event.layer_of:
@@ -314,17 +317,17 @@ def _message(ctx: FileContext, event: Unfreeze) -> str:
     )
 
 
-def _provenance(ctx: FileContext, event: Unfreeze) -> str:
+def _provenance(ctx: FileContext, event: ModelUnfreeze) -> str:
     """The evidence chain of a base from another module: where it is built and where it was frozen."""
-    models = ctx.keras_models
+    models = ctx.flow.keras_models
     for model in event.model.lineage():
         if model.defined_at:
-            frozen = next((f.elsewhere for f in models.of(Freeze) if f.model is model and f.elsewhere), "")
+            frozen = next((f.elsewhere for f in models.of(ModelFreeze) if f.model is model and f.elsewhere), "")
             return f" (`{model.label}` is built in {model.defined_at}" + (f", frozen at {frozen})" if frozen else ")")
     return ""
 
 
-def _fix(ctx: FileContext, event: Unfreeze) -> Fix | None:
+def _fix(ctx: FileContext, event: ModelUnfreeze) -> Fix | None:
     line = event.node
     if not isinstance(line, cst.SimpleStatementLine) or len(line.body) != 1:
         return None
