@@ -487,7 +487,7 @@ class _Summarizer:
         for node in assigns:
             used = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
             bn = self._mentions(node.value, local, "")[0] or any(bn_names.get(u) for u in used)
-            pretrained = _pretrained(node.value) or any(pretrained_names.get(u) for u in used)
+            pretrained = pt.loads_weights_ast(node.value) or any(pretrained_names.get(u) for u in used)
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     bn_names[target.id], pretrained_names[target.id] = bn, pretrained
@@ -658,18 +658,6 @@ def _no_grad_calls(fn) -> list[tuple[str, int]]:
                 if isinstance(m, ast.Call) and _is_self_attr(m.func):
                     found.append((m.func.attr, m.lineno))
     return found
-
-
-def _pretrained(value) -> bool:
-    """A call with ``pretrained=True`` or ``weights=<not None>`` in it (torchvision, timm)."""
-    for n in ast.walk(value):
-        if isinstance(n, ast.Call):
-            for k in n.keywords:
-                if k.arg == "pretrained" and isinstance(k.value, ast.Constant) and k.value.value is True:
-                    return True
-                if k.arg == "weights" and not (isinstance(k.value, ast.Constant) and k.value.value is None):
-                    return True
-    return False
 
 
 def _root_name(node) -> str | None:

@@ -116,7 +116,8 @@ def is_test_file(path: str) -> bool:
 
 
 def loads_weights(call) -> bool:
-    """``resnet50(pretrained=True)``, ``resnet50(weights="IMAGENET1K_V2")``: a model built with trained weights."""
+    """``resnet50(pretrained=True)``, ``resnet50(weights="IMAGENET1K_V2")``: a model built with trained weights
+    (a libcst call; ``loads_weights_ast`` asks the same of Python's tree, for the project index)."""
     for arg in call.args:
         if arg.keyword is None:
             continue
@@ -125,4 +126,18 @@ def loads_weights(call) -> bool:
             return True
         if arg.keyword.value == "weights" and value != "None":
             return True
+    return False
+
+
+def loads_weights_ast(value) -> bool:
+    """``loads_weights`` for any call inside an ``ast`` expression (``nn.Sequential(*list(resnet50(weights=...).children()))``)."""
+    import ast
+
+    for n in ast.walk(value):
+        if isinstance(n, ast.Call):
+            for k in n.keywords:
+                if k.arg == "pretrained" and isinstance(k.value, ast.Constant) and k.value.value is True:
+                    return True
+                if k.arg == "weights" and not (isinstance(k.value, ast.Constant) and k.value.value is None):
+                    return True
     return False
